@@ -1,0 +1,41 @@
+"""Numba options and dtype policy, in one place.
+
+Every kernel module imports ``jit`` from here so that the compilation flags are
+decided once.  ``fastmath`` is given as an explicit set that leaves out ``nnan``
+and ``ninf``: with those two LLVM may assume values are finite and silently
+delete the ``isfinite`` checks that divergence detection relies on.
+"""
+
+import numpy as np
+from numba import njit
+
+FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+# nogil: two Python threads may train at once.  cache: a second process loads
+# the compiled kernels from disk instead of recompiling them.  No kernel uses
+# ``parallel=True``, so no threading layer is involved and concurrent calls are
+# safe; multi-core speed comes from the BLAS behind ``np.dot``.
+JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": set(FASTMATH_FLAGS), "error_model": "numpy"}
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Activations as the integer codes the kernels branch on (hyper-parameters
+# enter kernels as arguments, never as compile-time globals).  The first four
+# may be used in hidden layers; softmax and exp only as output activations,
+# where their derivative is folded into ``delta = output - target``.
+ALL_ACTIVATIONS = ("identity", "relu", "logistic", "tanh", "softmax", "exp")
+ACTIVATIONS = ALL_ACTIVATIONS[:4]
+OUT_ACTIVATIONS = ("identity", "logistic", "softmax", "exp")
+IDENTITY, RELU, LOGISTIC, TANH, SOFTMAX, EXP = range(6)
+
+
+def jit(func):
+    """Compile ``func`` with the project's Numba options."""
+    return njit(**JIT_OPTIONS)(func)
+
+
+def activation_code(name: str, allowed: tuple = ACTIVATIONS, what: str = "activation") -> int:
+    """The kernel code of activation ``name``; ValueError unless it is in ``allowed``."""
+    if not isinstance(name, str) or name not in allowed:
+        raise ValueError(f"{what} must be one of {allowed}, got {name!r}")
+    return ALL_ACTIVATIONS.index(name)

@@ -1,0 +1,82 @@
+"""Checks at the public boundary: shapes, dtypes, contiguity, finiteness.
+
+Inputs that can be handled are converted (non-contiguous, read-only, integer,
+or of another float dtype than the first array); output buffers cannot be
+converted, so a wrong one is refused.  Every error names the argument, what it
+got and what was expected.
+"""
+
+import numpy as np
+
+from ._config import FLOAT_DTYPES
+
+
+def _float_dtype_for(a: np.ndarray, name: str) -> np.dtype:
+    if a.dtype in FLOAT_DTYPES:
+        return a.dtype
+    if a.dtype.kind in "biuf":
+        return np.dtype(np.float64)
+    raise TypeError(f"{name} must be a numeric array, got dtype {a.dtype}: expected float32 or float64 (or integers)")
+
+
+def as_float_array(a, name: str, ndim: int, dtype=None) -> np.ndarray:
+    """``a`` as a C-contiguous float32/float64 array of ``ndim`` dimensions with at least one element per axis."""
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be array-like of numbers: {exc}") from None
+    target = _float_dtype_for(a, name) if dtype is None else np.dtype(dtype)
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got an array of shape {a.shape}")
+    if 0 in a.shape:
+        raise ValueError(f"{name} has shape {a.shape}: expected at least one element along every axis")
+    if a.dtype.kind not in "biuf":
+        _float_dtype_for(a, name)
+    return np.ascontiguousarray(a, dtype=target)
+
+
+def check_matrix(a, name, rows=None, dtype=None, rows_of="expected"):
+    """A 2-D float input, converted where possible; ``rows`` checks the first axis."""
+    a = as_float_array(a, name, 2, dtype)
+    if rows is not None and a.shape[0] != rows:
+        raise ValueError(f"{name} has shape {a.shape}: expected {rows} rows to match {rows_of}")
+    return a
+
+
+def check_vector(a, name, length=None, dtype=None, length_of="expected", convert=True):
+    """A 1-D float input of ``length`` elements."""
+    a = as_float_array(a, name, 1, dtype)
+    if length is not None and a.shape[0] != length:
+        raise ValueError(f"{name} has shape {a.shape}: expected ({length},) to match {length_of}")
+    return a
+
+
+def check_out(out, name, shape, dtype, allocate=True):
+    """A caller-owned output buffer: exact shape and dtype, C-contiguous, writeable.
+
+    ``None`` allocates one when ``allocate``; ``shape`` / ``dtype`` of None
+    accept any (the buffer is then only checked for being a writeable float array).
+    """
+    if out is None and allocate:
+        return np.empty(shape, dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if dtype is not None and out.dtype != dtype:
+        raise ValueError(f"{name} has dtype {out.dtype}: expected {np.dtype(dtype)}")
+    if dtype is None and out.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{name} has dtype {out.dtype}: expected float32 or float64")
+    if shape is not None and out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}: expected {tuple(shape)}")
+    if shape is None and out.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {out.shape}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous to be written in place; pass np.ascontiguousarray({name})")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only; pass a writeable array")
+    return out
+
+
+def check_same_dtype(a, b, name_a, name_b):
+    if a.dtype != b.dtype:
+        raise ValueError(f"{name_b} has dtype {b.dtype} but {name_a} has {a.dtype}: expected the same dtype")

@@ -1,0 +1,464 @@
+"""``MLPClassifier`` and ``MLPRegressor``: scikit-learn's API on fastbp's kernels.
+
+Constructor parameters, defaults, fitted attributes and their meanings follow
+:mod:`sklearn.neural_network`; the differences are listed in README.  Beyond
+scikit-learn: ``callbacks`` (called after every epoch with an
+:class:`~fastbp.trainer.EpochInfo`, returning True to stop),
+``validation_loss_curve_`` and ``n_threads`` (BLAS threads during fit and
+predict, restored afterwards).
+"""
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
+from threadpoolctl import threadpool_limits
+
+from .kernels import _output_loss
+from .network import PREDICT_CHUNK, Network
+from .optim import AdamOptimizer, SGDOptimizer
+from .trainer import Trainer, run_epochs
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+
+def _thread_limit(n_threads):
+    """A context that limits BLAS threads to ``n_threads`` (None: leave them alone)."""
+    return threadpool_limits(limits=n_threads, user_api="blas")
+
+
+class _BaseMLP(BaseEstimator):
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state", np.random.Generator],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "callbacks": [list, tuple, callable, None],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    # ------------------------------------------------------------------ fit
+
+    def _fit(self, X, y, sample_weight, incremental):
+        self._validate_params()
+        sizes = self.hidden_layer_sizes
+        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+        if not sizes or any(not isinstance(s, Integral) or isinstance(s, bool) or s <= 0 for s in sizes):
+            raise ValueError(f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}")
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X, Y = self._validate_input(X, y, incremental, reset=first_pass)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+            if np.any(sample_weight < 0) or not sample_weight.sum() > 0:
+                raise ValueError("sample_weight must be non-negative with a positive sum")
+        layer_units = [X.shape[1], *sizes, Y.shape[1]]
+        if first_pass:
+            self._initialize(layer_units, X.dtype)
+        else:
+            self._check_resumable(layer_units, X.dtype)
+        with _thread_limit(self.n_threads):
+            if self.solver == "lbfgs":
+                self._fit_lbfgs(X, Y, sample_weight)
+            else:
+                self._fit_stochastic(X, Y, sample_weight, incremental)
+        if not np.isfinite(self._network.params).all():
+            raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
+                             "values and need to be preprocessed.")
+        return self
+
+    def _initialize(self, layer_units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = layer_units[-1]
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = self._out_activation()
+        seed = self.random_state
+        if isinstance(seed, np.random.RandomState):
+            seed = seed.randint(np.iinfo(np.int32).max)
+        self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self._set_network(Network(layer_units, self.activation, self.out_activation_, dtype))
+        self._network.initialize(self._rng)
+        self._optimizer = None
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self.validation_loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _set_network(self, network):
+        self._network = network
+        self.coefs_ = network.coefs
+        self.intercepts_ = network.intercepts
+
+    def _check_resumable(self, layer_units, dtype):
+        net = self._network
+        if tuple(layer_units) != net.layer_units or self.activation != net.activation:
+            raise ValueError(f"the model was fitted with layer sizes {net.layer_units} and activation "
+                             f"{net.activation!r}; warm_start and partial_fit need the same, got {tuple(layer_units)} "
+                             f"and {self.activation!r}")
+        views = list(self.coefs_) + list(self.intercepts_)
+        if any(not np.shares_memory(v, net.params) for v in views) or np.dtype(dtype) != net.dtype:
+            # coefs_ / intercepts_ were reassigned, or the data's dtype changed: repack.
+            fresh = Network(layer_units, self.activation, self.out_activation_, dtype)
+            for dst, src in zip(fresh.coefs + fresh.intercepts, views):
+                dst[...] = src
+            self._set_network(fresh)
+            self._optimizer = None
+
+    def _fit_stochastic(self, X, Y, sample_weight, incremental):
+        net = self._network
+        if self._optimizer is None or not incremental and not self.warm_start:
+            if self.solver == "sgd":
+                self._optimizer = SGDOptimizer(net.n_params, net.dtype, self.learning_rate_init, self.learning_rate,
+                                               self.momentum, self.nesterovs_momentum, self.power_t)
+            else:
+                self._optimizer = AdamOptimizer(net.n_params, net.dtype, self.learning_rate_init, self.beta_1,
+                                                self.beta_2, self.epsilon)
+        validate = None
+        sw = sample_weight
+        if self.early_stopping:
+            stratify = Y if self._is_classifier() and self.n_outputs_ == 1 else None
+            if self._is_classifier() and self.n_outputs_ > 1 and self._label_binarizer.y_type_ == "multiclass":
+                stratify = Y.argmax(axis=1)
+            arrays = [X, Y] if sw is None else [X, Y, sw]
+            parts = train_test_split(*arrays, random_state=self._split_seed(), test_size=self.validation_fraction,
+                                     stratify=stratify)
+            X, X_val, Y, Y_val = parts[:4]
+            sw, sw_val = (parts[4], parts[5]) if sw is not None else (None, None)
+            if X_val.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
+                                 "your dataset.")
+            if not hasattr(self, "_best_params") or self._best_params.shape != net.params.shape:
+                self._best_params = net.params.copy()
+
+            def validate():
+                return self._validation_score_and_loss(X_val, Y_val, sw_val)
+        n_samples = X.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        trainer = Trainer(net, self._optimizer, batch_size, self.alpha, self._loss_scale())
+        sw = np.ones(n_samples, net.dtype) if sw is None else np.ascontiguousarray(sw, dtype=net.dtype)
+        callbacks = self.callbacks if isinstance(self.callbacks, (list, tuple)) else [self.callbacks] if self.callbacks else []
+        try:
+            stopped = run_epochs(self, trainer, X, Y, sw, rng=self._rng, max_iter=self.max_iter, shuffle=self.shuffle,
+                                 incremental=incremental, validate=validate, callbacks=callbacks, report=print)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+            stopped = True
+        if not stopped and not incremental and self.n_iter_ >= self.max_iter:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
+                          "hasn't converged yet.", ConvergenceWarning)
+        if self.early_stopping:
+            np.copyto(net.params, self._best_params)
+
+    def _split_seed(self):
+        return int(self._rng.integers(np.iinfo(np.int32).max))
+
+    def _fit_lbfgs(self, X, Y, sample_weight):
+        net = self._network
+        if sp.issparse(X):
+            X = X.toarray()
+        sw = np.ones(X.shape[0], net.dtype) if sample_weight is None else sample_weight
+        grad = np.empty(net.n_params, net.dtype)
+
+        def loss_and_grad(flat):
+            net.params[...] = flat
+            loss = net.loss_gradient(X, Y, sw, self.alpha, grad, self._loss_scale())
+            if not np.isfinite(loss):
+                return np.inf, np.zeros(flat.shape)
+            return loss, grad.astype(np.float64)
+
+        result = scipy.optimize.minimize(
+            loss_and_grad, net.params.astype(np.float64), method="L-BFGS-B", jac=True,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        if result.status != 0:
+            warnings.warn(f"lbfgs failed to converge after {result.nit} iteration(s) (status={result.status}): "
+                          f"{result.message}. Increase the number of iterations (max_iter) or scale the data.",
+                          ConvergenceWarning)
+        self.n_iter_ = min(result.nit, self.max_iter)
+        self.loss_ = float(result.fun)
+        net.params[...] = result.x
+
+    def _validation_score_and_loss(self, X, Y, sw):
+        out = self._forward(X)
+        weight = len(Y) if sw is None else sw.sum()
+        sw = np.ones(len(Y), out.dtype) if sw is None else sw
+        norm = float(np.dot(self._network.params[:self._network.n_coef], self._network.params[:self._network.n_coef]))
+        loss = (_output_loss(out, Y.astype(out.dtype), sw, self._network.out_code) * self._loss_scale()
+                + 0.5 * self.alpha * norm) / weight
+        return self._score_output(out, Y, sw), float(loss)
+
+    def _loss_scale(self):
+        # scikit-learn's squared error is also averaged over outputs.
+        return 1.0 / self.n_outputs_ if self.out_activation_ == "identity" else 1.0
+
+    # ------------------------------------------------------------------ predict
+
+    def _forward(self, X):
+        """Network output for validated ``X`` (dense or sparse), chunk by chunk."""
+        net = self._network
+        with _thread_limit(self.n_threads):
+            if not sp.issparse(X):
+                return net.forward(np.ascontiguousarray(X, dtype=net.dtype))
+            parts = [net.forward(X[s:s + PREDICT_CHUNK].toarray().astype(net.dtype, copy=False))
+                     for s in range(0, X.shape[0], PREDICT_CHUNK)]
+            return np.concatenate(parts)
+
+    def _forward_checked(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
+        if sp.issparse(X):
+            X = X.tocsr()
+        return self._forward(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    # ------------------------------------------------------------------ pickling
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("coefs_", None)  # views of the flat vector: rebuilt on load
+        state.pop("intercepts_", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "_network" in state:
+            net = state["_network"]
+            self._set_network(Network(net.layer_units, net.activation, net.out_activation, net.dtype, net.params))
+
+    def _common_validation(self, X, y, reset, **kwargs):
+        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                             dtype=(np.float64, np.float32), reset=reset, **kwargs)
+        if sp.issparse(X):
+            X = X.tocsr()
+            X.indices = X.indices.astype(np.int64)
+            X.indptr = X.indptr.astype(np.int64)
+        return X, y
+
+    def _is_classifier(self):
+        return isinstance(self, ClassifierMixin)
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier, a drop-in for :class:`sklearn.neural_network.MLPClassifier`.
+
+    Trains with fastbp's fused Numba kernels; float32 input trains in float32.
+    See scikit-learn's documentation for the meaning of each parameter;
+    ``callbacks`` and ``n_threads`` are fastbp's additions.
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, callbacks=None, n_threads=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.callbacks = callbacks
+        self.n_threads = n_threads
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y."""
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y); ``classes`` is required on the first call."""
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers; {self.solver!r} is not")
+        if not hasattr(self, "classes_"):
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            self._label_binarizer = LabelBinarizer().fit(classes)
+            self.classes_ = self._label_binarizer.classes_
+        elif classes is not None and not np.array_equal(np.sort(np.asarray(classes)), np.sort(self.classes_)):
+            raise ValueError(f"`classes={classes!r}` is not the same as on the first call to partial_fit: "
+                             f"expected {self.classes_!r}")
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _out_activation(self):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = self._common_validation(X, y, reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start and not incremental:
+                if set(classes) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
+                                     f"call to fit. Previously got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                                 f"'y' has {classes}.")
+        return X, self._label_binarizer.transform(y).astype(X.dtype)
+
+    def _score_output(self, out, Y, sw):
+        return accuracy_score(self._labels(Y), self._labels(out), sample_weight=sw)
+
+    def _labels(self, out):
+        return self._label_binarizer.inverse_transform(out.ravel() if self.n_outputs_ == 1 else out)
+
+    def predict(self, X):
+        """Predicted class labels."""
+        return self._labels(self._forward_checked(X))
+
+    def predict_proba(self, X):
+        """Class probabilities, columns ordered as ``classes_``."""
+        out = self._forward_checked(X)
+        if self.n_outputs_ == 1:
+            return np.hstack([1 - out, out])
+        return out
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        proba = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(proba, out=proba)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor, a drop-in for :class:`sklearn.neural_network.MLPRegressor`.
+
+    ``loss="squared_error"`` (identity output) or ``"poisson"`` (exp output, ``y >= 0``).
+    """
+
+    _parameter_constraints: dict = {**_BaseMLP._parameter_constraints,
+                                    "loss": [StrOptions({"squared_error", "poisson"})]}
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, callbacks=None, n_threads=None):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.callbacks = callbacks
+        self.n_threads = n_threads
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y."""
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y)."""
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers; {self.solver!r} is not")
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _out_activation(self):
+        return "exp" if self.loss == "poisson" else "identity"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = self._common_validation(X, y, reset, y_numeric=True)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("loss='poisson' requires non-negative y")
+        Y = np.ascontiguousarray(y.reshape(len(y), -1), dtype=X.dtype)
+        return X, Y
+
+    def _score_output(self, out, Y, sw):
+        return r2_score(Y, out, sample_weight=sw)
+
+    def predict(self, X):
+        """Predicted targets, of shape (n_samples,) or (n_samples, n_outputs)."""
+        out = self._forward_checked(X)
+        return out.ravel() if self.n_outputs_ == 1 else out

@@ -1,0 +1,313 @@
+"""Numba kernels for one layer of backprop, writing into caller-owned arrays.
+
+The public functions validate their arguments (shapes, dtypes, contiguity,
+activation names) and raise ``ValueError`` / ``TypeError`` that say what was
+expected; the ``_``-prefixed kernels behind them trust their inputs and are what
+the whole-network code in :mod:`fastbp.step` calls.  :mod:`fastbp.reference`
+holds a plain-numpy twin of every public function here.
+
+Conventions
+-----------
+* ``X`` is (n_samples, n_in), ``W`` (n_in, n_out), ``b`` (n_out,), as in
+  scikit-learn's ``coefs_`` / ``intercepts_``.
+* Derivatives are computed from a layer's *output* ``Z = act(X @ W + b)``.
+  ReLU'(0) is taken as 0, everywhere in fastbp.
+* The output losses return the (sample-weighted) *sum* over samples; callers
+  divide by the weight total once (see :func:`fastbp.step._scale_gradient`).
+"""
+
+import numpy as np
+
+from ._config import ALL_ACTIVATIONS, ACTIVATIONS, EXP, IDENTITY, LOGISTIC, OUT_ACTIVATIONS, RELU, SOFTMAX, TANH
+from ._config import activation_code, jit
+from ._validation import check_matrix, check_out, check_same_dtype, check_vector
+
+
+@jit
+def _bias_activation(Z, b, code):
+    """``Z[i] = act(Z[i] + b)`` in place, one pass over ``Z``.
+
+    Returns whether every pre-activation was finite.  The check rides along
+    for free: ``v * 0`` is 0 for a finite ``v`` and NaN otherwise (fastmath
+    here keeps NaN and infinity semantics, so this is not folded away).  It is
+    taken before the activation because ReLU would turn a NaN into 0.
+    """
+    n, m = Z.shape
+    zero = Z.dtype.type(0)
+    one = Z.dtype.type(1)
+    probe = zero
+    if code == RELU:
+        for i in range(n):
+            for j in range(m):
+                v = Z[i, j] + b[j]
+                probe += v * zero
+                Z[i, j] = v if v > zero else zero
+    elif code == LOGISTIC:
+        for i in range(n):
+            for j in range(m):
+                v = Z[i, j] + b[j]
+                probe += v * zero
+                Z[i, j] = one / (one + np.exp(-v))
+    elif code == TANH:
+        for i in range(n):
+            for j in range(m):
+                v = Z[i, j] + b[j]
+                probe += v * zero
+                Z[i, j] = np.tanh(v)
+    elif code == EXP:
+        for i in range(n):
+            for j in range(m):
+                v = Z[i, j] + b[j]
+                probe += v * zero
+                Z[i, j] = np.exp(v)
+    elif code == SOFTMAX:
+        for i in range(n):
+            top = Z[i, 0] + b[0]
+            for j in range(m):
+                v = Z[i, j] + b[j]
+                probe += v * zero
+                Z[i, j] = v
+                top = max(top, v)
+            total = zero
+            for j in range(m):
+                e = np.exp(Z[i, j] - top)
+                Z[i, j] = e
+                total += e
+            inv = one / total
+            for j in range(m):
+                Z[i, j] *= inv
+    else:
+        for i in range(n):
+            for j in range(m):
+                v = Z[i, j] + b[j]
+                probe += v * zero
+                Z[i, j] = v
+    return np.isfinite(probe)
+
+
+@jit
+def _affine_forward(X, W, b, code, out):
+    np.dot(X, W, out)
+    return _bias_activation(out, b, code)
+
+
+@jit
+def _activation_backward(Z, dZ, code):
+    """``dZ *= act'(Z)`` in place, the derivative taken from the output ``Z``."""
+    n, m = Z.shape
+    zero = Z.dtype.type(0)
+    one = Z.dtype.type(1)
+    if code == RELU:
+        for i in range(n):
+            for j in range(m):
+                if Z[i, j] <= zero:
+                    dZ[i, j] = zero
+    elif code == LOGISTIC:
+        for i in range(n):
+            for j in range(m):
+                dZ[i, j] *= Z[i, j] * (one - Z[i, j])
+    elif code == TANH:
+        for i in range(n):
+            for j in range(m):
+                dZ[i, j] *= one - Z[i, j] * Z[i, j]
+    return dZ
+
+
+@jit
+def _all_finite(a):
+    """Whether no element of ``a`` is NaN or infinite (see ``_bias_activation`` for the probe)."""
+    flat = a.reshape(a.size)
+    zero = a.dtype.type(0)
+    probe = zero
+    for k in range(flat.size):
+        probe += flat[k] * zero
+    return np.isfinite(probe)
+
+
+@jit
+def _column_sums(dY, db):
+    n, m = dY.shape
+    db[:] = 0
+    for i in range(n):
+        for j in range(m):
+            db[j] += dY[i, j]
+
+
+@jit
+def _affine_backward(X, W, dY, dX, dW, db, need_dx):
+    """``dW = X.T @ dY``, ``db = sum_rows dY`` and, if ``need_dx``, ``dX = dY @ W.T``."""
+    np.dot(X.T, dY, dW)
+    _column_sums(dY, db)
+    if need_dx:
+        np.dot(dY, W.T, dX)
+
+
+@jit
+def _output_loss(out, Y, sw, code):
+    """Sample-weighted sum over rows of the loss paired with output ``code``.
+
+    softmax: log loss; logistic: binary log loss summed over outputs;
+    identity: half the squared error summed over outputs; exp: half the
+    Poisson deviance.  Probabilities are clipped to [eps, 1 - eps] like
+    scikit-learn, so a confident wrong answer gives a large, finite loss.
+    """
+    n, m = out.shape
+    eps = np.finfo(out.dtype).eps
+    total = 0.0
+    for i in range(n):
+        row = 0.0
+        for j in range(m):
+            p = float(out[i, j])
+            y = float(Y[i, j])
+            if code == SOFTMAX:
+                if y != 0.0:
+                    row -= y * np.log(min(max(p, eps), 1.0 - eps))
+            elif code == LOGISTIC:
+                p = min(max(p, eps), 1.0 - eps)
+                if y != 0.0:
+                    row -= y * np.log(p)
+                if y != 1.0:
+                    row -= (1.0 - y) * np.log(1.0 - p)
+            elif code == EXP:
+                row += p - y
+                if y != 0.0:
+                    row += y * np.log(y / p)
+            else:
+                row += 0.5 * (y - p) * (y - p)
+        total += sw[i] * row
+    return total
+
+
+@jit
+def _output_delta(out, Y, sw, delta):
+    """``delta = (out - Y) * sw[:, None]``: the gradient of the summed loss at the pre-activation."""
+    n, m = out.shape
+    for i in range(n):
+        w = sw[i]
+        for j in range(m):
+            delta[i, j] = (out[i, j] - Y[i, j]) * w
+    return delta
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def affine_forward(X, W, b, activation="identity", out=None):
+    """Fused affine layer: ``out = act(X @ W + b)``.
+
+    One BLAS product into ``out`` followed by one pass over ``out`` that adds
+    the bias and applies the activation; no temporaries.
+
+    Parameters
+    ----------
+    X : ndarray (n_samples, n_in), float32 or float64
+    W : ndarray (n_in, n_out), same dtype
+    b : ndarray (n_out,), same dtype
+    activation : {"identity", "relu", "logistic", "tanh", "softmax", "exp"}
+    out : ndarray (n_samples, n_out), same dtype, C-contiguous, optional
+        Allocated when omitted.
+
+    Returns
+    -------
+    out : ndarray (n_samples, n_out)
+    """
+    code = activation_code(activation, ALL_ACTIVATIONS)
+    X = check_matrix(X, "X")
+    W = check_matrix(W, "W", rows=X.shape[1], dtype=X.dtype, rows_of="X.shape[1]")
+    b = check_vector(b, "b", length=W.shape[1], dtype=X.dtype, length_of="W.shape[1]")
+    out = check_out(out, "out", (X.shape[0], W.shape[1]), X.dtype)
+    if not _affine_forward(X, W, b, code, out):
+        raise ValueError("affine_forward: X, W or b contains NaN or infinity (or X @ W + b overflowed); expected finite values")
+    return out
+
+
+def activation_backward(Z, dZ, activation):
+    """Multiply ``dZ`` in place by the activation's derivative, taken from the output ``Z``.
+
+    ReLU'(0) = 0.  Returns ``dZ``.
+    """
+    code = activation_code(activation, ACTIVATIONS)
+    Z = check_matrix(Z, "Z")
+    dZ = check_out(dZ, "dZ", Z.shape, Z.dtype, allocate=False)
+    if not (_all_finite(Z) and _all_finite(dZ)):
+        raise ValueError("activation_backward: Z or dZ contains NaN or infinity; expected finite values")
+    return _activation_backward(Z, dZ, code)
+
+
+def affine_backward(X, W, dY, dX, dW, db):
+    """Backward pass of an affine layer into caller-owned buffers.
+
+    ``dW = X.T @ dY``, ``db = dY.sum(axis=0)`` and ``dX = dY @ W.T`` unless
+    ``dX is None`` (the first layer needs no input gradient).
+
+    Returns
+    -------
+    (dX, dW, db)
+    """
+    X = check_matrix(X, "X")
+    W = check_matrix(W, "W", rows=X.shape[1], dtype=X.dtype, rows_of="X.shape[1]")
+    dY = check_matrix(dY, "dY", rows=X.shape[0], dtype=X.dtype, rows_of="X.shape[0]")
+    if dY.shape[1] != W.shape[1]:
+        raise ValueError(f"dY has {dY.shape[1]} columns but W has {W.shape[1]}: expected dY of shape {(X.shape[0], W.shape[1])}")
+    dW = check_out(dW, "dW", W.shape, X.dtype, allocate=False)
+    db = check_out(db, "db", (W.shape[1],), X.dtype, allocate=False)
+    need_dx = dX is not None
+    dX = check_out(dX, "dX", X.shape, X.dtype, allocate=False) if need_dx else dY
+    _affine_backward(X, W, dY, dX, dW, db, need_dx)
+    # A non-finite X or dY always reaches dW (and W reaches dX): checking the
+    # results costs one pass over them instead of one over every input.
+    if not (_all_finite(dW) and (not need_dx or _all_finite(dX))):
+        raise ValueError("affine_backward: X, W or dY contains NaN or infinity (or a product overflowed); expected finite values")
+    return (dX if need_dx else None), dW, db
+
+
+def output_activation(Z, out_activation):
+    """Apply an output activation in place ("identity", "logistic", "softmax" or "exp")."""
+    code = activation_code(out_activation, OUT_ACTIVATIONS, "out_activation")
+    Z = check_out(Z, "Z", None, None, allocate=False)
+    _bias_activation(Z, np.zeros(Z.shape[1], Z.dtype), code)
+    return Z
+
+
+def output_loss(out, Y, out_activation, sample_weight=None):
+    """Mean loss of an output layer against 2-D targets ``Y``.
+
+    softmax → log loss; logistic → binary log loss (summed over outputs);
+    identity → half the squared error (summed over outputs); exp → half the
+    Poisson deviance.  Averaged over samples, weighted by ``sample_weight``.
+    """
+    code = activation_code(out_activation, OUT_ACTIVATIONS, "out_activation")
+    out = check_matrix(out, "out")
+    Y = check_matrix(Y, "Y", dtype=out.dtype)
+    check_same_dtype(out, Y, "out", "Y")
+    if Y.shape != out.shape:
+        raise ValueError(f"Y has shape {Y.shape} but out has shape {out.shape}: expected the same shape")
+    _check_finite_pair(out, Y)
+    sw = _weights(sample_weight, out)
+    return _output_loss(out, Y, sw, code) / sw.sum()
+
+
+def output_delta(out, Y, delta=None, sample_weight=None):
+    """``delta = (out - Y) * sample_weight[:, None]``: the loss gradient at the output's pre-activation.
+
+    Not divided by the number of samples; the caller applies ``1 / sum(weights)`` once.
+    """
+    out = check_matrix(out, "out")
+    Y = check_matrix(Y, "Y", dtype=out.dtype)
+    if Y.shape != out.shape:
+        raise ValueError(f"Y has shape {Y.shape} but out has shape {out.shape}: expected the same shape")
+    _check_finite_pair(out, Y)
+    delta = check_out(delta, "delta", out.shape, out.dtype)
+    return _output_delta(out, Y, _weights(sample_weight, out), delta)
+
+
+def _weights(sample_weight, out):
+    if sample_weight is None:
+        return np.ones(out.shape[0], out.dtype)
+    return check_vector(sample_weight, "sample_weight", length=out.shape[0], dtype=out.dtype,
+                        length_of="out.shape[0]", convert=True)
+
+
+def _check_finite_pair(out, Y):
+    if not (_all_finite(out) and _all_finite(Y)):
+        raise ValueError("out or Y contains NaN or infinity; expected finite values")

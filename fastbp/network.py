@@ -1,0 +1,168 @@
+"""The network: layer sizes, one flat parameter vector, workspaces, and ``gradients``.
+
+All weights and biases live in one contiguous array (every coefficient matrix,
+then every intercept: scikit-learn's packing order), and ``coefs`` /
+``intercepts`` are views into it.  The optimizer updates the whole vector in
+one pass, L-BFGS hands it to scipy as it is, and saving is one array.
+"""
+
+import numpy as np
+
+from ._config import ACTIVATIONS, OUT_ACTIVATIONS, activation_code
+from ._validation import check_matrix, check_vector
+from .step import _loss_gradient, _predict
+
+PREDICT_CHUNK = 2048  # rows per forward chunk in predict: bounds memory at chunk * sum(widths)
+
+
+class Network:
+    """A multi-layer perceptron's parameters and the buffers to run it.
+
+    Parameters
+    ----------
+    layer_units : sequence of int
+        ``[n_features, hidden_1, ..., n_outputs]``.
+    activation : str
+        Hidden activation ("identity", "relu", "logistic", "tanh").
+    out_activation : str
+        Output activation ("identity", "logistic", "softmax", "exp").
+    dtype : float32 or float64
+    params : ndarray, optional
+        An existing flat parameter vector to wrap (not copied).
+    """
+
+    def __init__(self, layer_units, activation, out_activation, dtype, params=None):
+        self.layer_units = tuple(int(u) for u in layer_units)
+        self.activation = activation
+        self.out_activation = out_activation
+        self.hidden_code = activation_code(activation, ACTIVATIONS)
+        self.out_code = activation_code(out_activation, OUT_ACTIVATIONS, "out_activation")
+        self.dtype = np.dtype(dtype)
+        self.sizes = np.array(self.layer_units, dtype=np.int64)
+        fan_in, fan_out = self.sizes[:-1], self.sizes[1:]
+        self.coef_off = np.concatenate([[0], np.cumsum(fan_in * fan_out)[:-1]]).astype(np.int64)
+        self.n_coef = int(np.sum(fan_in * fan_out))
+        self.icpt_off = (self.n_coef + np.concatenate([[0], np.cumsum(fan_out)[:-1]])).astype(np.int64)
+        self.n_params = self.n_coef + int(np.sum(fan_out))
+        if params is None:
+            params = np.zeros(self.n_params, self.dtype)
+        elif params.shape != (self.n_params,) or params.dtype != self.dtype or not params.flags.c_contiguous:
+            raise ValueError(f"params must be a contiguous {self.dtype} vector of {self.n_params} elements, "
+                             f"got {params.dtype} of shape {params.shape}")
+        self.params = params
+        self.coefs = [params[o:o + a * b].reshape(a, b) for o, a, b in zip(self.coef_off, fan_in, fan_out)]
+        self.intercepts = [params[o:o + b] for o, b in zip(self.icpt_off, fan_out)]
+        self._workspaces = {}
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_units)
+
+    def initialize(self, rng: np.random.Generator) -> None:
+        """scikit-learn's Glorot-uniform initialisation (factor 2 for logistic, 6 otherwise)."""
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        for coef, intercept in zip(self.coefs, self.intercepts):
+            bound = np.sqrt(factor / (coef.shape[0] + coef.shape[1]))
+            coef[...] = rng.uniform(-bound, bound, coef.shape)
+            intercept[...] = rng.uniform(-bound, bound, intercept.shape)
+
+    def workspace(self, rows: int):
+        """``(acts, deltas, act_off)`` for batches of up to ``rows`` rows, allocated once and reused."""
+        ws = self._workspaces.get(rows)
+        if ws is None:
+            widths = self.sizes[1:]
+            act_off = (rows * np.concatenate([[0], np.cumsum(widths)[:-1]])).astype(np.int64)
+            total = rows * int(widths.sum())
+            ws = (np.empty(total, self.dtype), np.empty(total, self.dtype), act_off)
+            if len(self._workspaces) >= 4:  # batch size, last batch, predict chunk, validation
+                self._workspaces.pop(next(iter(self._workspaces)))
+            self._workspaces[rows] = ws
+        return ws
+
+    def forward(self, X: np.ndarray) -> np.ndarray:
+        """Network output for a validated C-contiguous ``X`` of this dtype, in bounded memory."""
+        out = np.empty((X.shape[0], self.layer_units[-1]), self.dtype)
+        acts, _, act_off = self.workspace(min(X.shape[0], PREDICT_CHUNK))
+        finite = _predict(self.params, self.sizes, self.coef_off, self.icpt_off, X, out, acts, act_off,
+                          PREDICT_CHUNK, self.hidden_code, self.out_code)
+        if not finite:
+            raise ValueError("the network output is not finite: X holds NaN or infinity, or the weights "
+                             "overflow on it; expected finite inputs and weights")
+        return out
+
+    def loss_gradient(self, X, Y, sample_weight, alpha, grad, loss_scale=1.0) -> float:
+        """Full-batch loss; the gradient is written into the flat ``grad`` (NaN loss if not finite)."""
+        acts, deltas, act_off = self.workspace(X.shape[0])
+        return _loss_gradient(self.params, grad, self.sizes, self.coef_off, self.icpt_off, self.n_coef,
+                              X, Y, sample_weight, acts, deltas, act_off, self.hidden_code, self.out_code,
+                              float(alpha), float(loss_scale))
+
+    def split(self, flat):
+        """Per-layer ``(coef, intercept)`` views of a flat vector laid out like ``params``."""
+        return ([flat[o:o + c.size].reshape(c.shape) for o, c in zip(self.coef_off, self.coefs)],
+                [flat[o:o + i.size] for o, i in zip(self.icpt_off, self.intercepts)])
+
+
+def gradients(coefs, intercepts, X, Y, activation="relu", out_activation="softmax", alpha=0.0, sample_weight=None):
+    """Loss and exact gradients of an MLP, in scikit-learn's layout, computed by the Numba kernels.
+
+    Parameters
+    ----------
+    coefs : list of ndarray
+        ``coefs[i]`` of shape (n_in, n_out); consecutive layers must chain.
+    intercepts : list of ndarray
+        ``intercepts[i]`` of shape (n_out,).
+    X : ndarray (n_samples, n_features)
+    Y : ndarray (n_samples, n_outputs)
+        2-D targets: one-hot for softmax, 0/1 for logistic.
+    activation, out_activation : str
+    alpha : float
+        L2 penalty: adds ``0.5 * alpha * sum ||W||^2 / n_samples``.
+    sample_weight : ndarray (n_samples,), optional
+
+    Returns
+    -------
+    loss : float
+        softmax → mean log loss; logistic → binary log loss, mean over samples and
+        summed over outputs; identity → half the squared error, mean over samples
+        and summed over outputs; exp → half the Poisson deviance; plus the L2 term.
+    coef_grads, intercept_grads : list of ndarray
+    """
+    if not isinstance(coefs, (list, tuple)) or not isinstance(intercepts, (list, tuple)) or not coefs:
+        raise TypeError("coefs and intercepts must be non-empty lists of arrays (one per layer)")
+    if len(coefs) != len(intercepts):
+        raise ValueError(f"got {len(coefs)} coefs but {len(intercepts)} intercepts: expected one of each per layer")
+    X = check_matrix(X, "X")
+    dtype = X.dtype
+    coefs = [check_matrix(c, f"coefs[{i}]", dtype=dtype) for i, c in enumerate(coefs)]
+    units = [coefs[0].shape[0]] + [c.shape[1] for c in coefs]
+    for i, c in enumerate(coefs):
+        if c.shape[0] != units[i]:
+            raise ValueError(f"coefs[{i}] has shape {c.shape}: expected {units[i]} rows to chain with coefs[{i - 1}] "
+                             f"of shape {coefs[i - 1].shape}")
+    intercepts = [check_vector(b, f"intercepts[{i}]", length=units[i + 1], dtype=dtype, length_of=f"coefs[{i}].shape[1]")
+                  for i, b in enumerate(intercepts)]
+    if X.shape[1] != units[0]:
+        raise ValueError(f"X has shape {X.shape}: expected {units[0]} columns to match coefs[0] of shape {coefs[0].shape}")
+    Y = check_matrix(Y, "Y", rows=X.shape[0], dtype=dtype, rows_of="X.shape[0]")
+    if Y.shape[1] != units[-1]:
+        raise ValueError(f"Y has shape {Y.shape}: expected {units[-1]} columns to match coefs[-1] of shape {coefs[-1].shape}")
+    if sample_weight is None:
+        sw = np.ones(X.shape[0], dtype)
+    else:
+        sw = check_vector(sample_weight, "sample_weight", length=X.shape[0], dtype=dtype, length_of="X.shape[0]")
+    alpha = float(alpha)
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    net = Network(units, activation, out_activation, dtype)
+    for dst, src in zip(net.coefs + net.intercepts, coefs + intercepts):
+        dst[...] = src
+    for name, a in (("X", X), ("Y", Y), ("sample_weight", sw), ("coefs/intercepts", net.params)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} contains NaN or infinity; expected finite values")
+    grad = np.empty_like(net.params)
+    loss = net.loss_gradient(X, Y, sw, alpha, grad)
+    if not np.isfinite(loss):
+        raise ValueError("the loss overflowed to a non-finite value; expected inputs and weights of moderate size")
+    coef_grads, intercept_grads = net.split(grad)
+    return float(loss), coef_grads, intercept_grads

@@ -1,0 +1,109 @@
+"""Optimizers: SGD (momentum, Nesterov) and Adam, with scikit-learn's update rules.
+
+These objects hold the policy and the state (velocities, moments, step count,
+the current learning rate); the arithmetic runs in nopython, fused into the
+training step (:func:`fastbp.step._sgd_update`, :func:`fastbp.step._adam_update`).
+State arrays are flat vectors laid out like the network's parameters.
+"""
+
+import numpy as np
+
+from .step import ADAM, SGD
+
+LEARNING_RATE_SCHEDULES = ("constant", "invscaling", "adaptive")
+
+
+class SGDOptimizer:
+    """Stochastic gradient descent with momentum, as scikit-learn defines it.
+
+    ``velocity = momentum * velocity - lr * grad``; ``param += velocity``, or with
+    Nesterov ``param += momentum * velocity - lr * grad``.  ``invscaling`` sets
+    ``lr = lr_init / (t + 1) ** power_t`` after each epoch (``t`` = samples seen);
+    ``adaptive`` divides ``lr`` by 5 whenever the loss stops improving.
+    """
+
+    solver = SGD
+
+    def __init__(self, n_params, dtype, learning_rate_init=0.1, lr_schedule="constant", momentum=0.9,
+                 nesterov=False, power_t=0.5):
+        self.learning_rate_init = float(learning_rate_init)
+        self.learning_rate = float(learning_rate_init)
+        self.lr_schedule = lr_schedule
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.power_t = float(power_t)
+        self.velocity = np.zeros(n_params, dtype)
+        self.t = 0  # optimizer steps taken
+
+    def state(self):
+        """The two state vectors the epoch kernel takes (the second unused by SGD)."""
+        return self.velocity, self.velocity
+
+    def iteration_ends(self, time_step: int) -> None:
+        if self.lr_schedule == "invscaling":
+            self.learning_rate = self.learning_rate_init / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg: str, verbose: bool, report=print) -> bool:
+        """Whether to stop on a plateau; ``adaptive`` first lowers the learning rate."""
+        if self.lr_schedule != "adaptive":
+            if verbose:
+                report(msg + " Stopping.")
+            return True
+        if self.learning_rate <= 1e-6:
+            if verbose:
+                report(msg + " Learning rate too small. Stopping.")
+            return True
+        self.learning_rate /= 5.0
+        if verbose:
+            report(msg + " Setting learning rate to %f" % self.learning_rate)
+        return False
+
+    def arrays(self) -> dict:
+        return {"velocity": self.velocity}
+
+
+class AdamOptimizer:
+    """Adam (Kingma & Ba), as scikit-learn defines it.
+
+    ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``,
+    ``param -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``, with ``t``
+    counting steps.
+    """
+
+    solver = ADAM
+    momentum = 0.0
+    nesterov = False
+
+    def __init__(self, n_params, dtype, learning_rate_init=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+        self.learning_rate_init = float(learning_rate_init)
+        self.learning_rate = float(learning_rate_init)
+        self.beta_1 = float(beta_1)
+        self.beta_2 = float(beta_2)
+        self.epsilon = float(epsilon)
+        self.m1 = np.zeros(n_params, dtype)
+        self.m2 = np.zeros(n_params, dtype)
+        self.t = 0
+
+    def state(self):
+        return self.m1, self.m2
+
+    def iteration_ends(self, time_step: int) -> None:
+        """Adam's step size needs no per-epoch change."""
+
+    def trigger_stopping(self, msg: str, verbose: bool, report=print) -> bool:
+        if verbose:
+            report(msg + " Stopping.")
+        return True
+
+    def arrays(self) -> dict:
+        return {"m1": self.m1, "m2": self.m2}
+
+
+def hyper_parameters(optimizer, dtype):
+    """The scalars the epoch kernel takes, in the parameters' dtype (so float32 stays float32)."""
+    cast = np.dtype(dtype).type
+    beta_1 = getattr(optimizer, "beta_1", 0.9)
+    beta_2 = getattr(optimizer, "beta_2", 0.999)
+    epsilon = getattr(optimizer, "epsilon", 1e-8)
+    return (optimizer.solver, cast(optimizer.learning_rate), cast(optimizer.momentum), bool(optimizer.nesterov),
+            cast(beta_1), cast(beta_2), cast(epsilon))

@@ -1,0 +1,225 @@
+"""Whole-network backprop in nopython: forward, loss, backward, update, epochs.
+
+Everything here works on the flat parameter vector of :class:`fastbp.network.Network`
+(all coefficients, then all intercepts, scikit-learn's packing order) and on
+flat workspace buffers, through offset arrays that the Python side computes
+once.  Layer ``i`` sees ``W = params[coef_off[i]:...].reshape(n_in, n_out)``
+and its output block ``acts[act_off[i]:...].reshape(n_rows, n_out)``; a reshape
+of a contiguous slice is a view, so nothing is allocated per step and one
+compiled function serves any depth.
+
+The raw gradient left in ``grad`` by :func:`_backward` is ``X.T @ delta`` and
+``sum_rows delta`` with ``delta = (output - target) * sample_weight``.  The
+scaling by ``1 / sum(sample_weight)`` and the L2 term ``alpha * W`` are applied
+exactly once: by :func:`_scale_gradient` for full-batch gradients, or fused
+into the optimizer update (one pass over the parameters instead of two).
+"""
+
+import numpy as np
+
+from ._config import jit
+from .kernels import _activation_backward, _bias_activation, _column_sums, _output_delta, _output_loss
+
+SGD, ADAM = 0, 1
+
+
+@jit
+def _block(buf, offset, rows, cols):
+    """A (rows, cols) C-contiguous view of the flat ``buf`` starting at ``offset``."""
+    return buf[offset:offset + rows * cols].reshape((rows, cols))
+
+
+@jit
+def _forward(params, sizes, coef_off, icpt_off, X0, acts, act_off, hidden_code, out_code):
+    """Forward through every layer; returns whether all pre-activations were finite."""
+    n = X0.shape[0]
+    n_layers = sizes.size - 1
+    A = X0
+    finite = True
+    for i in range(n_layers):
+        W = _block(params, coef_off[i], sizes[i], sizes[i + 1])
+        b = params[icpt_off[i]:icpt_off[i] + sizes[i + 1]]
+        Z = _block(acts, act_off[i], n, sizes[i + 1])
+        np.dot(A, W, Z)
+        code = out_code if i == n_layers - 1 else hidden_code
+        finite = _bias_activation(Z, b, code) and finite
+        A = Z
+    return finite
+
+
+@jit
+def _backward(params, grad, sizes, coef_off, icpt_off, X0, acts, deltas, act_off, hidden_code):
+    """Raw gradients from the output delta already stored in the last delta block."""
+    n = X0.shape[0]
+    for i in range(sizes.size - 2, -1, -1):
+        D = _block(deltas, act_off[i], n, sizes[i + 1])
+        A_prev = X0 if i == 0 else _block(acts, act_off[i - 1], n, sizes[i])
+        dW = _block(grad, coef_off[i], sizes[i], sizes[i + 1])
+        np.dot(A_prev.T, D, dW)
+        _column_sums(D, grad[icpt_off[i]:icpt_off[i] + sizes[i + 1]])
+        if i > 0:
+            W = _block(params, coef_off[i], sizes[i], sizes[i + 1])
+            D_prev = _block(deltas, act_off[i - 1], n, sizes[i])
+            np.dot(D, W.T, D_prev)
+            _activation_backward(A_prev, D_prev, hidden_code)
+
+
+@jit
+def _loss_and_delta(sizes, Y, sw, acts, deltas, act_off, out_code):
+    """Weighted loss sum of the batch, and the output delta written in place."""
+    n = Y.shape[0]
+    last = sizes.size - 2
+    out = _block(acts, act_off[last], n, sizes[last + 1])
+    delta = _block(deltas, act_off[last], n, sizes[last + 1])
+    _output_delta(out, Y, sw, delta)
+    return _output_loss(out, Y, sw, out_code)
+
+
+@jit
+def _squared_norm(params, n_coef):
+    total = 0.0
+    for k in range(n_coef):
+        total += params[k] * params[k]
+    return total
+
+
+@jit
+def _scale_gradient(params, grad, n_coef, alpha, scale):
+    """Turn raw sums into the gradient: ``(raw + alpha * W) * scale`` for coefficients, ``raw * scale`` for intercepts."""
+    for k in range(n_coef):
+        grad[k] = (grad[k] + alpha * params[k]) * scale
+    for k in range(n_coef, params.size):
+        grad[k] = grad[k] * scale
+
+
+@jit
+def _sgd_update(params, grad, velocity, n_coef, scale, alpha, lr, momentum, nesterov):
+    """scikit-learn's SGD step with the gradient scaling fused in; returns ``||W||^2`` before the step."""
+    zero = params.dtype.type(0)
+    norm = 0.0
+    for k in range(params.size):
+        w = params[k]
+        reg = alpha * w if k < n_coef else zero
+        if k < n_coef:
+            norm += w * w
+        g = (grad[k] + reg) * scale
+        v = momentum * velocity[k] - lr * g
+        velocity[k] = v
+        params[k] = w + (momentum * v - lr * g if nesterov else v)
+    return norm
+
+
+@jit
+def _adam_update(params, grad, m1, m2, n_coef, scale, alpha, lr_t, beta_1, beta_2, epsilon):
+    """scikit-learn's Adam step (``lr_t`` already bias-corrected); returns ``||W||^2`` before the step."""
+    zero = params.dtype.type(0)
+    one = params.dtype.type(1)
+    norm = 0.0
+    for k in range(params.size):
+        w = params[k]
+        reg = alpha * w if k < n_coef else zero
+        if k < n_coef:
+            norm += w * w
+        g = (grad[k] + reg) * scale
+        m = beta_1 * m1[k] + (one - beta_1) * g
+        v = beta_2 * m2[k] + (one - beta_2) * (g * g)
+        m1[k] = m
+        m2[k] = v
+        params[k] = w - lr_t * m / (np.sqrt(v) + epsilon)
+    return norm
+
+
+@jit
+def _gather(X, csr, Y, sw, order, start, stop, Xb, Yb, swb):
+    """Copy the minibatch rows ``order[start:stop]`` into the batch buffers.
+
+    ``csr = (data, indices, indptr)`` of a CSR matrix when ``X`` is sparse (then
+    ``X`` is a placeholder); only the batch is ever densified.
+    """
+    data, indices, indptr = csr
+    sparse = indptr.size > 0
+    for r in range(stop - start):
+        src = order[start + r]
+        if sparse:
+            Xb[r, :] = 0
+            for k in range(indptr[src], indptr[src + 1]):
+                Xb[r, indices[k]] = data[k]
+        else:
+            Xb[r, :] = X[src, :]
+        Yb[r, :] = Y[src, :]
+        swb[r] = sw[src]
+
+
+@jit
+def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, state_1, state_2,
+                 sizes, coef_off, icpt_off, n_coef, xbuf, ybuf, swbuf, acts, deltas, act_off,
+                 hidden_code, out_code, solver, lr, momentum, nesterov, beta_1, beta_2, epsilon,
+                 alpha, loss_scale, t):
+    """One epoch of minibatch training over the rows ``order`` of (X, Y, sw).
+
+    ``X`` is dense, or a placeholder when ``csr`` holds a CSR matrix (see :func:`_gather`).
+
+    Returns ``(sum over batches of batch_loss * batch_rows, t, finite)``; on the
+    first batch whose loss is not finite it stops before updating and returns
+    ``finite=False``.  ``t`` counts optimizer steps (Adam's bias correction).
+    """
+    n_rows = order.size
+    n_in, n_out = sizes[0], Y.shape[1]
+    zero = params.dtype.type(0)
+    total = 0.0
+    for start in range(0, n_rows, batch_size):
+        stop = min(start + batch_size, n_rows)
+        nb = stop - start
+        Xb = _block(xbuf, 0, nb, n_in)
+        Yb = _block(ybuf, 0, nb, n_out)
+        swb = swbuf[:nb]
+        _gather(X, csr, Y, sw, order, start, stop, Xb, Yb, swb)
+        finite = _forward(params, sizes, coef_off, icpt_off, Xb, acts, act_off, hidden_code, out_code)
+        data_loss = _loss_and_delta(sizes, Yb, swb, acts, deltas, act_off, out_code)
+        if not (finite and np.isfinite(data_loss)):
+            return total, t, False
+        _backward(params, grad, sizes, coef_off, icpt_off, Xb, acts, deltas, act_off, hidden_code)
+        weight = zero
+        for r in range(nb):
+            weight += swb[r]
+        scale = params.dtype.type(1) / weight
+        t += 1
+        if solver == ADAM:
+            lr_t = lr * np.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t)
+            norm = _adam_update(params, grad, state_1, state_2, n_coef, scale, alpha,
+                                params.dtype.type(lr_t), beta_1, beta_2, epsilon)
+        else:
+            norm = _sgd_update(params, grad, state_1, n_coef, scale, alpha, lr, momentum, nesterov)
+        batch_loss = (data_loss * loss_scale + 0.5 * alpha * norm) / weight
+        total += batch_loss * nb
+    return total, t, True
+
+
+@jit
+def _loss_gradient(params, grad, sizes, coef_off, icpt_off, n_coef, X, Y, sw, acts, deltas, act_off,
+                   hidden_code, out_code, alpha, loss_scale):
+    """Full-batch loss and scaled gradient (for ``gradients`` and L-BFGS); NaN loss if not finite."""
+    finite = _forward(params, sizes, coef_off, icpt_off, X, acts, act_off, hidden_code, out_code)
+    data_loss = _loss_and_delta(sizes, Y, sw, acts, deltas, act_off, out_code)
+    if not (finite and np.isfinite(data_loss)):
+        return np.nan
+    _backward(params, grad, sizes, coef_off, icpt_off, X, acts, deltas, act_off, hidden_code)
+    weight = sw.sum()
+    _scale_gradient(params, grad, n_coef, params.dtype.type(alpha), params.dtype.type(1) / weight)
+    return (data_loss * loss_scale + 0.5 * alpha * _squared_norm(params, n_coef)) / weight
+
+
+@jit
+def _predict(params, sizes, coef_off, icpt_off, X, out, acts, act_off, chunk, hidden_code, out_code):
+    """Network output for every row of ``X`` into ``out``, ``chunk`` rows at a time (bounded memory)."""
+    n, n_in = X.shape
+    flat = X.reshape(X.size)
+    last = sizes.size - 2
+    n_out = sizes[last + 1]
+    finite = True
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        X0 = _block(flat, start * n_in, stop - start, n_in)
+        finite = _forward(params, sizes, coef_off, icpt_off, X0, acts, act_off, hidden_code, out_code) and finite
+        out[start:stop, :] = _block(acts, act_off[last], stop - start, n_out)
+    return finite

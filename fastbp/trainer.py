@@ -1,0 +1,154 @@
+"""The thin Python trainer: epochs, shuffling, convergence, early stopping, callbacks.
+
+Policy lives here, arithmetic in nopython: each epoch is one call of
+:func:`fastbp.step._train_epoch`, which gathers every minibatch, runs forward,
+the output delta, backward and the optimizer update with no allocation per
+step.  Python shuffles the row indices (never the data) with the caller's
+``numpy.random.Generator`` and does the per-epoch bookkeeping, with
+scikit-learn's meanings for ``tol``, ``n_iter_no_change`` and early stopping.
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .optim import hyper_parameters
+from .step import _train_epoch
+
+
+class TrainingDivergedError(FloatingPointError, ValueError):
+    """The training loss became NaN or infinite; the weights were restored to their last finite values."""
+
+
+@dataclass(frozen=True)
+class EpochInfo:
+    """What a callback or progress display sees after each epoch."""
+
+    epoch: int
+    loss: float
+    learning_rate: float
+    seconds: float
+    validation_score: float | None = None
+    validation_loss: float | None = None
+
+
+class Trainer:
+    """Runs epochs of a :class:`~fastbp.network.Network` with an optimizer.
+
+    Buffers (minibatch, activations, deltas, gradient, a backup of the
+    parameters) are allocated here once, for the given batch size.
+    """
+
+    def __init__(self, network, optimizer, batch_size: int, alpha: float, loss_scale: float = 1.0):
+        self.network = network
+        self.optimizer = optimizer
+        self.batch_size = int(batch_size)
+        self.alpha = network.dtype.type(alpha)
+        self.loss_scale = float(loss_scale)
+        n_in, n_out = network.layer_units[0], network.layer_units[-1]
+        self.grad = np.empty(network.n_params, network.dtype)
+        self.xbuf = np.empty(self.batch_size * n_in, network.dtype)
+        self.ybuf = np.empty(self.batch_size * n_out, network.dtype)
+        self.swbuf = np.empty(self.batch_size, network.dtype)
+        self._saved = [np.empty_like(a) for a in self._state_arrays()]
+
+    def _state_arrays(self):
+        return [self.network.params, *self.optimizer.arrays().values()]
+
+    def epoch(self, X, Y, sample_weight, order) -> float:
+        """One pass over the rows ``order``; returns scikit-learn's epoch loss (mean of batch losses by rows).
+
+        Raises :class:`TrainingDivergedError` if a batch loss is not finite, after
+        restoring the parameters and optimizer state of the start of the epoch.
+        """
+        net, opt = self.network, self.optimizer
+        for saved, live in zip(self._saved, self._state_arrays()):
+            np.copyto(saved, live)
+        acts, deltas, act_off = net.workspace(self.batch_size)
+        state_1, state_2 = opt.state()
+        solver, lr, momentum, nesterov, beta_1, beta_2, epsilon = hyper_parameters(opt, net.dtype)
+        X, csr = _row_source(X, net.dtype)
+        total, opt.t, finite = _train_epoch(
+            X, csr, Y, sample_weight, order, self.batch_size, net.params, self.grad, state_1, state_2,
+            net.sizes, net.coef_off, net.icpt_off, net.n_coef, self.xbuf, self.ybuf, self.swbuf,
+            acts, deltas, act_off, net.hidden_code, net.out_code, solver, lr, momentum, nesterov,
+            beta_1, beta_2, epsilon, self.alpha, self.loss_scale, opt.t)
+        if not finite:
+            for saved, live in zip(self._saved, self._state_arrays()):
+                np.copyto(live, saved)
+            raise TrainingDivergedError(
+                "training diverged: the loss became NaN or infinite, so the weights were restored to their "
+                f"last finite values; lower learning_rate_init (now {opt.learning_rate:g}) or scale the inputs")
+        return total / order.size
+
+
+def run_epochs(model, trainer, X, Y, sample_weight, *, rng, max_iter, shuffle, incremental,
+               validate=None, callbacks=(), report=None):
+    """The epoch loop of scikit-learn's stochastic solvers, on ``model``'s fitted attributes.
+
+    ``model`` carries scikit-learn's bookkeeping attributes (``n_iter_``, ``t_``,
+    ``loss_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
+    ``best_validation_score_``, ``_no_improvement_count``) and the settings
+    ``tol``, ``n_iter_no_change``, ``early_stopping``, ``verbose``.  ``validate()``
+    returns ``(score, loss)`` on the held-out split when early stopping.  Each
+    callback gets an :class:`EpochInfo` and stops training by returning True.
+    Returns whether training stopped before ``max_iter`` epochs (converged,
+    plateaued or stopped by a callback).
+    """
+    net, opt = trainer.network, trainer.optimizer
+    order = np.arange(X.shape[0], dtype=np.int64)
+    verbose = bool(model.verbose) and report is not None
+    for _ in range(max_iter):
+        if shuffle:
+            rng.shuffle(order)
+        started = time.perf_counter()
+        model.loss_ = trainer.epoch(X, Y, sample_weight, order)
+        seconds = time.perf_counter() - started
+        model.n_iter_ += 1
+        model.t_ += X.shape[0]
+        model.loss_curve_.append(model.loss_)
+        if verbose:
+            report("Iteration %d, loss = %.8f" % (model.n_iter_, model.loss_))
+        score = val_loss = None
+        if model.early_stopping:
+            score, val_loss = validate()
+            model.validation_scores_.append(score)
+            model.validation_loss_curve_.append(val_loss)
+            if verbose:
+                report("Validation score: %f" % score)
+            if score < model.best_validation_score_ + model.tol:
+                model._no_improvement_count += 1
+            else:
+                model._no_improvement_count = 0
+            if score > model.best_validation_score_:
+                model.best_validation_score_ = score
+                np.copyto(model._best_params, net.params)
+        else:
+            if model.loss_ > model.best_loss_ - model.tol:
+                model._no_improvement_count += 1
+            else:
+                model._no_improvement_count = 0
+            model.best_loss_ = min(model.best_loss_, model.loss_)
+        opt.iteration_ends(model.t_)
+        info = EpochInfo(model.n_iter_, model.loss_, opt.learning_rate, seconds, score, val_loss)
+        stop = any([bool(callback(info)) for callback in callbacks])  # every callback sees every epoch
+        if model._no_improvement_count > model.n_iter_no_change:
+            what = "Validation score" if model.early_stopping else "Training loss"
+            msg = f"{what} did not improve more than tol={model.tol:f} for {model.n_iter_no_change} consecutive epochs."
+            if opt.trigger_stopping(msg, verbose, report or print):
+                return True
+            model._no_improvement_count = 0
+        if stop:
+            return True
+        if incremental:
+            return False
+    return False
+
+
+def _row_source(X, dtype):
+    """``(dense X or placeholder, CSR arrays or empty ones)`` for :func:`fastbp.step._gather`."""
+    no_index = np.empty(0, np.int64)
+    if hasattr(X, "indptr"):
+        return np.empty((1, 1), dtype), (X.data, X.indices.astype(np.int64, copy=False), X.indptr.astype(np.int64, copy=False))
+    return X, (np.empty(0, dtype), no_index, no_index)
