@@ -93,40 +93,62 @@ def _scale_gradient(params, grad, n_coef, alpha, scale):
 
 
 @jit
+def _sgd_segment(params, grad, velocity, lo, hi, scale, alpha, lr, momentum, nesterov):
+    """SGD on ``params[lo:hi]``; returns the sum of squares of the values before the step.
+
+    Two straight loops, one per momentum flavour, so that LLVM vectorizes them.
+    """
+    norm = params.dtype.type(0)
+    if nesterov:
+        for k in range(lo, hi):
+            w = params[k]
+            g = (grad[k] + alpha * w) * scale
+            v = momentum * velocity[k] - lr * g
+            velocity[k] = v
+            params[k] = w + (momentum * v - lr * g)
+            norm += w * w
+    else:
+        for k in range(lo, hi):
+            w = params[k]
+            g = (grad[k] + alpha * w) * scale
+            v = momentum * velocity[k] - lr * g
+            velocity[k] = v
+            params[k] = w + v
+            norm += w * w
+    return norm
+
+
+@jit
 def _sgd_update(params, grad, velocity, n_coef, scale, alpha, lr, momentum, nesterov):
     """scikit-learn's SGD step with the gradient scaling fused in; returns ``||W||^2`` before the step."""
-    zero = params.dtype.type(0)
-    norm = 0.0
-    for k in range(params.size):
+    norm = _sgd_segment(params, grad, velocity, 0, n_coef, scale, alpha, lr, momentum, nesterov)
+    _sgd_segment(params, grad, velocity, n_coef, params.size, scale, params.dtype.type(0), lr, momentum, nesterov)
+    return float(norm)
+
+
+@jit
+def _adam_segment(params, grad, m1, m2, lo, hi, scale, alpha, lr_t, beta_1, beta_2, epsilon):
+    one = params.dtype.type(1)
+    norm = params.dtype.type(0)
+    for k in range(lo, hi):
         w = params[k]
-        reg = alpha * w if k < n_coef else zero
-        if k < n_coef:
-            norm += w * w
-        g = (grad[k] + reg) * scale
-        v = momentum * velocity[k] - lr * g
-        velocity[k] = v
-        params[k] = w + (momentum * v - lr * g if nesterov else v)
+        g = (grad[k] + alpha * w) * scale
+        m = beta_1 * m1[k] + (one - beta_1) * g
+        v = beta_2 * m2[k] + (one - beta_2) * (g * g)
+        m1[k] = m
+        m2[k] = v
+        params[k] = w - lr_t * m / (np.sqrt(v) + epsilon)
+        norm += w * w
     return norm
 
 
 @jit
 def _adam_update(params, grad, m1, m2, n_coef, scale, alpha, lr_t, beta_1, beta_2, epsilon):
     """scikit-learn's Adam step (``lr_t`` already bias-corrected); returns ``||W||^2`` before the step."""
-    zero = params.dtype.type(0)
-    one = params.dtype.type(1)
-    norm = 0.0
-    for k in range(params.size):
-        w = params[k]
-        reg = alpha * w if k < n_coef else zero
-        if k < n_coef:
-            norm += w * w
-        g = (grad[k] + reg) * scale
-        m = beta_1 * m1[k] + (one - beta_1) * g
-        v = beta_2 * m2[k] + (one - beta_2) * (g * g)
-        m1[k] = m
-        m2[k] = v
-        params[k] = w - lr_t * m / (np.sqrt(v) + epsilon)
-    return norm
+    norm = _adam_segment(params, grad, m1, m2, 0, n_coef, scale, alpha, lr_t, beta_1, beta_2, epsilon)
+    _adam_segment(params, grad, m1, m2, n_coef, params.size, scale, params.dtype.type(0), lr_t, beta_1, beta_2,
+                  epsilon)
+    return float(norm)
 
 
 @jit
