@@ -80,3 +80,40 @@ def check_out(out, name, shape, dtype, allocate=True):
 def check_same_dtype(a, b, name_a, name_b):
     if a.dtype != b.dtype:
         raise ValueError(f"{name_b} has dtype {b.dtype} but {name_a} has {a.dtype}: expected the same dtype")
+
+
+def check_sample_weight(sample_weight, n_rows, dtype, length_of="X.shape[0]"):
+    """Per-row weights: finite, non-negative, with a positive sum (ones when None)."""
+    if sample_weight is None:
+        return np.ones(n_rows, dtype)
+    sw = check_vector(sample_weight, "sample_weight", length=n_rows, dtype=dtype, length_of=length_of)
+    if not np.isfinite(sw).all():
+        raise ValueError("sample_weight contains NaN or infinity; expected finite weights")
+    if (sw < 0).any() or not sw.sum() > 0:
+        raise ValueError("sample_weight must be non-negative with a positive sum")
+    return sw
+
+
+def check_affine_backward(X, W, dY, dX, dW, db):
+    """The arguments of ``affine_backward``, converted or checked; ``dX`` stays None when None."""
+    X = check_matrix(X, "X")
+    W = check_matrix(W, "W", rows=X.shape[1], dtype=X.dtype, rows_of="X.shape[1]")
+    dY = check_matrix(dY, "dY", rows=X.shape[0], dtype=X.dtype, rows_of="X.shape[0]")
+    if dY.shape[1] != W.shape[1]:
+        raise ValueError(f"dY has {dY.shape[1]} columns but W has {W.shape[1]}: expected dY of shape {(X.shape[0], W.shape[1])}")
+    dW = check_out(dW, "dW", W.shape, X.dtype, allocate=False)
+    db = check_out(db, "db", (W.shape[1],), X.dtype, allocate=False)
+    if dX is not None:
+        dX = check_out(dX, "dX", X.shape, X.dtype, allocate=False)
+    return X, W, dY, dX, dW, db
+
+
+def check_loss_inputs(out, Y, sample_weight):
+    """``(out, Y, weights)`` of an output loss: same shape and dtype, finite."""
+    out = check_matrix(out, "out")
+    Y = check_matrix(Y, "Y", dtype=out.dtype)
+    if Y.shape != out.shape:
+        raise ValueError(f"Y has shape {Y.shape} but out has shape {out.shape}: expected the same shape")
+    if not (np.isfinite(out).all() and np.isfinite(Y).all()):
+        raise ValueError("out or Y contains NaN or infinity; expected finite values")
+    return out, Y, check_sample_weight(sample_weight, out.shape[0], out.dtype, "out.shape[0]")

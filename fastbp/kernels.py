@@ -20,7 +20,7 @@ import numpy as np
 
 from ._config import ALL_ACTIVATIONS, ACTIVATIONS, EXP, IDENTITY, LOGISTIC, OUT_ACTIVATIONS, RELU, SOFTMAX, TANH
 from ._config import activation_code, jit
-from ._validation import check_matrix, check_out, check_same_dtype, check_vector
+from ._validation import check_affine_backward, check_loss_inputs, check_matrix, check_out, check_vector
 
 
 @jit
@@ -244,20 +244,17 @@ def affine_backward(X, W, dY, dX, dW, db):
     -------
     (dX, dW, db)
     """
-    X = check_matrix(X, "X")
-    W = check_matrix(W, "W", rows=X.shape[1], dtype=X.dtype, rows_of="X.shape[1]")
-    dY = check_matrix(dY, "dY", rows=X.shape[0], dtype=X.dtype, rows_of="X.shape[0]")
-    if dY.shape[1] != W.shape[1]:
-        raise ValueError(f"dY has {dY.shape[1]} columns but W has {W.shape[1]}: expected dY of shape {(X.shape[0], W.shape[1])}")
-    dW = check_out(dW, "dW", W.shape, X.dtype, allocate=False)
-    db = check_out(db, "db", (W.shape[1],), X.dtype, allocate=False)
+    X, W, dY, dX, dW, db = check_affine_backward(X, W, dY, dX, dW, db)
     need_dx = dX is not None
-    dX = check_out(dX, "dX", X.shape, X.dtype, allocate=False) if need_dx else dY
+    if not need_dx:
+        dX = dY  # a placeholder of the right type; the kernel does not touch it
     _affine_backward(X, W, dY, dX, dW, db, need_dx)
     # A non-finite X or dY always reaches dW (and W reaches dX): checking the
-    # results costs one pass over them instead of one over every input.
+    # results costs one pass over them instead of one over every input.  W is
+    # not read when dX is None.
     if not (_all_finite(dW) and (not need_dx or _all_finite(dX))):
-        raise ValueError("affine_backward: X, W or dY contains NaN or infinity (or a product overflowed); expected finite values")
+        raise ValueError("affine_backward: X, dY or (when dX is computed) W contains NaN or infinity, or a product "
+                         "overflowed; expected finite values")
     return (dX if need_dx else None), dW, db
 
 
@@ -265,7 +262,8 @@ def output_activation(Z, out_activation):
     """Apply an output activation in place ("identity", "logistic", "softmax" or "exp")."""
     code = activation_code(out_activation, OUT_ACTIVATIONS, "out_activation")
     Z = check_out(Z, "Z", None, None, allocate=False)
-    _bias_activation(Z, np.zeros(Z.shape[1], Z.dtype), code)
+    if not _bias_activation(Z, np.zeros(Z.shape[1], Z.dtype), code):
+        raise ValueError("output_activation: Z contains NaN or infinity; expected finite values")
     return Z
 
 
@@ -277,14 +275,8 @@ def output_loss(out, Y, out_activation, sample_weight=None):
     Poisson deviance.  Averaged over samples, weighted by ``sample_weight``.
     """
     code = activation_code(out_activation, OUT_ACTIVATIONS, "out_activation")
-    out = check_matrix(out, "out")
-    Y = check_matrix(Y, "Y", dtype=out.dtype)
-    check_same_dtype(out, Y, "out", "Y")
-    if Y.shape != out.shape:
-        raise ValueError(f"Y has shape {Y.shape} but out has shape {out.shape}: expected the same shape")
-    _check_finite_pair(out, Y)
-    sw = _weights(sample_weight, out)
-    return _output_loss(out, Y, sw, code) / sw.sum()
+    out, Y, sw = check_loss_inputs(out, Y, sample_weight)
+    return float(_output_loss(out, Y, sw, code) / float(sw.sum()))
 
 
 def output_delta(out, Y, delta=None, sample_weight=None):
@@ -292,22 +284,7 @@ def output_delta(out, Y, delta=None, sample_weight=None):
 
     Not divided by the number of samples; the caller applies ``1 / sum(weights)`` once.
     """
-    out = check_matrix(out, "out")
-    Y = check_matrix(Y, "Y", dtype=out.dtype)
-    if Y.shape != out.shape:
-        raise ValueError(f"Y has shape {Y.shape} but out has shape {out.shape}: expected the same shape")
-    _check_finite_pair(out, Y)
+    out, Y, sw = check_loss_inputs(out, Y, sample_weight)
     delta = check_out(delta, "delta", out.shape, out.dtype)
-    return _output_delta(out, Y, _weights(sample_weight, out), delta)
+    return _output_delta(out, Y, sw, delta)
 
-
-def _weights(sample_weight, out):
-    if sample_weight is None:
-        return np.ones(out.shape[0], out.dtype)
-    return check_vector(sample_weight, "sample_weight", length=out.shape[0], dtype=out.dtype,
-                        length_of="out.shape[0]", convert=True)
-
-
-def _check_finite_pair(out, Y):
-    if not (_all_finite(out) and _all_finite(Y)):
-        raise ValueError("out or Y contains NaN or infinity; expected finite values")

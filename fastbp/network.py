@@ -9,7 +9,7 @@ one pass, L-BFGS hands it to scipy as it is, and saving is one array.
 import numpy as np
 
 from ._config import ACTIVATIONS, OUT_ACTIVATIONS, activation_code
-from ._validation import check_matrix, check_vector
+from ._validation import check_matrix, check_sample_weight, check_vector
 from .step import _loss_gradient, _predict
 
 PREDICT_CHUNK = 2048  # rows per forward chunk in predict: bounds memory at chunk * sum(widths)
@@ -147,17 +147,14 @@ def gradients(coefs, intercepts, X, Y, activation="relu", out_activation="softma
     Y = check_matrix(Y, "Y", rows=X.shape[0], dtype=dtype, rows_of="X.shape[0]")
     if Y.shape[1] != units[-1]:
         raise ValueError(f"Y has shape {Y.shape}: expected {units[-1]} columns to match coefs[-1] of shape {coefs[-1].shape}")
-    if sample_weight is None:
-        sw = np.ones(X.shape[0], dtype)
-    else:
-        sw = check_vector(sample_weight, "sample_weight", length=X.shape[0], dtype=dtype, length_of="X.shape[0]")
+    sw = check_sample_weight(sample_weight, X.shape[0], dtype)
     alpha = float(alpha)
     if not alpha >= 0:
         raise ValueError(f"alpha must be >= 0, got {alpha}")
     net = Network(units, activation, out_activation, dtype)
     for dst, src in zip(net.coefs + net.intercepts, coefs + intercepts):
         dst[...] = src
-    for name, a in (("X", X), ("Y", Y), ("sample_weight", sw), ("coefs/intercepts", net.params)):
+    for name, a in (("X", X), ("Y", Y), ("coefs/intercepts", net.params)):
         if not np.isfinite(a).all():
             raise ValueError(f"{name} contains NaN or infinity; expected finite values")
     grad = np.empty_like(net.params)

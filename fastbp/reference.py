@@ -10,7 +10,7 @@ benchmark pair differs only in the arithmetic.
 import numpy as np
 
 from ._config import ALL_ACTIVATIONS, ACTIVATIONS, OUT_ACTIVATIONS, activation_code
-from ._validation import check_matrix, check_out, check_vector
+from ._validation import check_affine_backward, check_loss_inputs, check_matrix, check_out, check_vector
 
 
 def _activate(Z, activation):
@@ -60,22 +60,16 @@ def activation_backward(Z, dZ, activation):
 
 def affine_backward(X, W, dY, dX, dW, db):
     """``dW = X.T @ dY``, ``db = sum_rows dY``, ``dX = dY @ W.T`` unless ``dX is None``."""
-    X = check_matrix(X, "X")
-    W = check_matrix(W, "W", rows=X.shape[1], dtype=X.dtype, rows_of="X.shape[1]")
-    dY = check_matrix(dY, "dY", rows=X.shape[0], dtype=X.dtype, rows_of="X.shape[0]")
-    if dY.shape[1] != W.shape[1]:
-        raise ValueError(f"dY has {dY.shape[1]} columns but W has {W.shape[1]}: expected dY of shape {(X.shape[0], W.shape[1])}")
-    dW = check_out(dW, "dW", W.shape, X.dtype, allocate=False)
-    db = check_out(db, "db", (W.shape[1],), X.dtype, allocate=False)
+    X, W, dY, dX, dW, db = check_affine_backward(X, W, dY, dX, dW, db)
     dW[...] = np.dot(X.T, dY)
     db[...] = np.sum(dY, axis=0)
     finite = np.isfinite(dW).all()
     if dX is not None:
-        dX = check_out(dX, "dX", X.shape, X.dtype, allocate=False)
         dX[...] = np.dot(dY, W.T)
         finite = finite and np.isfinite(dX).all()
     if not finite:
-        raise ValueError("affine_backward: X, W or dY contains NaN or infinity (or a product overflowed); expected finite values")
+        raise ValueError("affine_backward: X, dY or (when dX is computed) W contains NaN or infinity, or a product "
+                         "overflowed; expected finite values")
     return dX, dW, db
 
 
@@ -83,6 +77,8 @@ def output_activation(Z, out_activation):
     """Apply an output activation in place."""
     activation_code(out_activation, OUT_ACTIVATIONS, "out_activation")
     Z = check_out(Z, "Z", None, None, allocate=False)
+    if not np.isfinite(Z).all():
+        raise ValueError("output_activation: Z contains NaN or infinity; expected finite values")
     Z[...] = _activate(Z, out_activation)
     return Z
 
@@ -90,7 +86,7 @@ def output_activation(Z, out_activation):
 def output_loss(out, Y, out_activation, sample_weight=None):
     """Mean (sample-weighted) loss; see :func:`fastbp.kernels.output_loss`."""
     activation_code(out_activation, OUT_ACTIVATIONS, "out_activation")
-    out, Y, sw = _loss_inputs(out, Y, sample_weight)
+    out, Y, sw = check_loss_inputs(out, Y, sample_weight)
     eps = np.finfo(out.dtype).eps
     p = np.clip(out.astype(np.float64), eps, 1 - eps)
     y = Y.astype(np.float64)
@@ -109,20 +105,8 @@ def output_loss(out, Y, out_activation, sample_weight=None):
 
 def output_delta(out, Y, delta=None, sample_weight=None):
     """``delta = (out - Y) * sample_weight[:, None]``."""
-    out, Y, sw = _loss_inputs(out, Y, sample_weight)
+    out, Y, sw = check_loss_inputs(out, Y, sample_weight)
     delta = check_out(delta, "delta", out.shape, out.dtype)
     delta[...] = (out - Y) * sw[:, None]
     return delta
 
-
-def _loss_inputs(out, Y, sample_weight):
-    out = check_matrix(out, "out")
-    Y = check_matrix(Y, "Y", dtype=out.dtype)
-    if Y.shape != out.shape:
-        raise ValueError(f"Y has shape {Y.shape} but out has shape {out.shape}: expected the same shape")
-    if not (np.isfinite(out).all() and np.isfinite(Y).all()):
-        raise ValueError("out or Y contains NaN or infinity; expected finite values")
-    if sample_weight is None:
-        return out, Y, np.ones(out.shape[0], out.dtype)
-    sw = check_vector(sample_weight, "sample_weight", length=out.shape[0], dtype=out.dtype, length_of="out.shape[0]")
-    return out, Y, sw

@@ -263,6 +263,36 @@ def test_relu_derivative_at_zero_is_zero(dtype):
     assert out[0, 0] == 0 and not np.signbit(out[0, 0])
     # The pair forward + backward: a unit whose pre-activation is exactly 0 passes no gradient.
     assert K.activation_backward(out, np.ones_like(out), "relu")[0, 0] == 0
+    # Negative pre-activations give +0 like np.maximum, never -0.
+    out = K.affine_forward(np.array([[-1.0], [-2.5], [0.0], [3.0]], dtype), np.ones((1, 2), dtype),
+                           np.array([0.0, -1.0], dtype), "relu")
+    np.testing.assert_array_equal(out, [[0, 0], [0, 0], [0, 0], [3, 2]])
+    assert not np.signbit(out).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_and_exp_are_stable_for_large_logits(dtype):
+    # Shifted by the row maximum *after* the bias: a large X @ W cancelled by a large negative bias must not
+    # underflow every exponential to 0 (which would give 0 / 0).
+    X = np.array([[1.0], [-1.0]], dtype)
+    W = np.array([[80.0, 80.0 + np.log(3.0)]], dtype)
+    b = np.array([-80.0, -80.0], dtype)
+    got = K.affine_forward(X, W, b, "softmax")
+    assert np.isfinite(got).all()
+    assert_close(got[0], [0.25, 0.75], dtype)
+    assert_close(got, R.affine_forward(X, W, b, "softmax"), dtype)
+    big = 1e4 if dtype == np.float64 else 80.0
+    Z = np.array([[big, big - 1.0, -big]], dtype)
+    p = K.output_activation(Z.copy(), "softmax")
+    e = np.exp([0.0, -1.0])
+    assert_close(p, [[e[0] / e.sum(), e[1] / e.sum(), 0.0]], dtype)
+    X = np.array([[1.0]], dtype)
+    W = np.array([[1000.0, 80.0]], dtype)
+    b = np.array([-1000.0, -80.0], dtype)
+    assert_close(K.affine_forward(X, W, b, "softmax"), [[0.5, 0.5]], dtype)
+    # logistic saturates to exactly 0 / 1 without NaN
+    assert_close(K.affine_forward(np.array([[-200.0, 200.0]], dtype), np.eye(2, dtype=dtype), np.zeros(2, dtype),
+                                  "logistic"), [[0.0, 1.0]], dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -482,6 +512,7 @@ FORWARD_BAD = [
 
 
 @MODULES
+@pytest.mark.filterwarnings("ignore:.*encountered in dot:RuntimeWarning")
 @pytest.mark.parametrize("activation", ["identity", "relu"])
 @pytest.mark.parametrize("kwargs, exc, match", [c[1:] for c in FORWARD_BAD], ids=[c[0] for c in FORWARD_BAD])
 def test_affine_forward_rejects_bad_input(mod, activation, kwargs, exc, match):
@@ -492,12 +523,15 @@ def test_affine_forward_rejects_bad_input(mod, activation, kwargs, exc, match):
 
 
 @MODULES
-@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("activation", ALL_ACTS)
 def test_affine_forward_nan_is_caught_whatever_the_activation(mod, activation):
     # ReLU would turn a NaN pre-activation into 0 and softmax would spread it: checked before the activation.
-    for act in ALL_ACTS:
-        with pytest.raises(ValueError, match="NaN"):
-            mod.affine_forward(_with(X0, (4, 2), np.nan), W0, b0, act)
+    with pytest.raises(ValueError, match="NaN"):
+        mod.affine_forward(_with(X0, (4, 2), np.nan), W0, b0, activation)
+    with pytest.raises(ValueError, match="NaN"):
+        mod.affine_forward(X0, W0, _with(b0, 0, -np.inf), activation)
+    # float32 overflow of X @ W
     with pytest.raises(ValueError, match="NaN"):
         mod.affine_forward(np.full((2, 2), 1e30, np.float32), np.full((2, 2), 1e30, np.float32),
                            np.zeros(2, np.float32), activation)
@@ -549,15 +583,16 @@ AFFINE_BACKWARD_BAD = [
     ("dW-non-contiguous", dict(dW=np.empty((2, 3)).T), ValueError, r"dW must be C-contiguous"),
     ("dX-read-only", dict(dX=_read_only((5, 3))), ValueError, r"dX is read-only"),
     ("db-None", dict(db=None), TypeError, r"db must be a numpy array, got NoneType"),
-    ("X-nan", dict(X=_with(X0, (1, 2), np.nan)), ValueError, r"X, W or dY contains NaN or infinity"),
-    ("X-inf", dict(X=_with(X0, (4, 0), np.inf)), ValueError, r"X, W or dY contains NaN or infinity"),
-    ("W-nan", dict(W=_with(W0, (0, 1), np.nan)), ValueError, r"X, W or dY contains NaN or infinity"),
-    ("dY-nan", dict(dY=_with(dY0, (2, 0), np.nan)), ValueError, r"X, W or dY contains NaN or infinity"),
-    ("dY-inf", dict(dY=_with(dY0, (3, 1), -np.inf)), ValueError, r"X, W or dY contains NaN or infinity"),
+    ("X-nan", dict(X=_with(X0, (1, 2), np.nan)), ValueError, r"contains NaN or infinity"),
+    ("X-inf", dict(X=_with(X0, (4, 0), np.inf)), ValueError, r"contains NaN or infinity"),
+    ("W-nan", dict(W=_with(W0, (0, 1), np.nan)), ValueError, r"contains NaN or infinity"),
+    ("dY-nan", dict(dY=_with(dY0, (2, 0), np.nan)), ValueError, r"contains NaN or infinity"),
+    ("dY-inf", dict(dY=_with(dY0, (3, 1), -np.inf)), ValueError, r"contains NaN or infinity"),
 ]
 
 
 @MODULES
+@pytest.mark.filterwarnings("ignore:.*encountered in dot:RuntimeWarning")
 @pytest.mark.parametrize("kwargs, exc, match", [c[1:] for c in AFFINE_BACKWARD_BAD],
                          ids=[c[0] for c in AFFINE_BACKWARD_BAD])
 def test_affine_backward_rejects_bad_input(mod, kwargs, exc, match):
@@ -569,6 +604,7 @@ def test_affine_backward_rejects_bad_input(mod, kwargs, exc, match):
 
 
 @MODULES
+@pytest.mark.filterwarnings("ignore:.*encountered in dot:RuntimeWarning")
 def test_affine_backward_without_dx_still_catches_nan_in_x_and_dy(mod):
     for kwargs in (dict(X=_with(X0, (0, 0), np.nan)), dict(dY=_with(dY0, (4, 1), np.inf))):
         args = dict(X=X0, W=W0, dY=dY0, dX=None, dW=np.empty((3, 2)), db=np.empty(2))
@@ -612,6 +648,16 @@ OUTPUT_BAD = [
     ("delta-buffer-read-only", "output_delta", dict(delta=_read_only((5, 2))), ValueError, r"delta is read-only"),
     ("delta-sw-length", "output_delta", dict(sample_weight=np.ones(6)), ValueError,
      r"sample_weight has shape \(6,\): expected \(5,\)"),
+    ("Z-nan", "output_activation", dict(Z=_with(np.zeros((2, 2)), (0, 1), np.nan)), ValueError,
+     r"Z contains NaN or infinity"),
+    ("loss-sw-nan", "output_loss", dict(sample_weight=[1, np.nan, 1, 1, 1]), ValueError,
+     r"sample_weight contains NaN or infinity"),
+    ("loss-sw-zero-sum", "output_loss", dict(sample_weight=np.zeros(5)), ValueError,
+     r"sample_weight must be non-negative with a positive sum"),
+    ("loss-sw-negative", "output_loss", dict(sample_weight=[1, -1, 0, 1, 1]), ValueError,
+     r"sample_weight must be non-negative"),
+    ("delta-sw-inf", "output_delta", dict(sample_weight=[1, np.inf, 1, 1, 1]), ValueError,
+     r"sample_weight contains NaN or infinity"),
 ]
 
 
@@ -636,3 +682,13 @@ def test_failed_calls_leave_the_inputs_alone(dtype):
     with pytest.raises(ValueError, match="NaN"):
         K.affine_forward(X, W, b, "relu")
     assert_unchanged(before, X, W, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_loss_returns_a_python_float_like_its_twin(dtype):
+    out = np.full((3, 2), 0.5, dtype)
+    Y = np.eye(2, dtype=dtype)[[0, 1, 0]]
+    fast = K.output_loss(out, Y, "softmax")
+    slow = R.output_loss(out, Y, "softmax")
+    assert type(fast) is float and type(slow) is float
+    assert fast == pytest.approx(np.log(2), rel=1e-12 if dtype == np.float64 else 1e-6)
