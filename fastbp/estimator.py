@@ -9,6 +9,7 @@ predict, restored afterwards).
 """
 
 import warnings
+from contextlib import nullcontext
 from numbers import Integral, Real
 
 import numpy as np
@@ -20,7 +21,8 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 from threadpoolctl import threadpool_limits
 
@@ -31,10 +33,28 @@ from .trainer import Trainer, run_epochs
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
+# Bookkeeping of the stochastic solvers' stopping rule: created by their first
+# fit, dropped when a fit starts from scratch (so an lbfgs refit carries none).
+_STOPPING_STATE = ("loss_curve_", "validation_loss_curve_", "validation_scores_", "best_validation_score_",
+                   "best_loss_", "_no_improvement_count", "_best_params")
+
 
 def _thread_limit(n_threads):
-    """A context that limits BLAS threads to ``n_threads`` (None: leave them alone)."""
-    return threadpool_limits(limits=n_threads, user_api="blas")
+    """A context that limits BLAS threads to ``n_threads`` (None: leave them alone).
+
+    None gives a null context rather than ``threadpool_limits(None)``, which
+    still inspects every loaded library: milliseconds per call, more than a
+    small ``predict`` takes.
+    """
+    return nullcontext() if n_threads is None else threadpool_limits(limits=n_threads, user_api="blas")
+
+
+def _check_solver(estimator):
+    """``partial_fit`` exists only for the stochastic solvers (``hasattr`` is False for lbfgs, as in scikit-learn)."""
+    if estimator.solver not in _STOCHASTIC_SOLVERS:
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers. {estimator.solver} is not "
+                             "stochastic.")
+    return True
 
 
 class _BaseMLP(BaseEstimator):
@@ -69,19 +89,24 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------ fit
 
     def _fit(self, X, y, sample_weight, incremental):
-        self._validate_params()
         sizes = self.hidden_layer_sizes
         sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
         if not sizes or any(not isinstance(s, Integral) or isinstance(s, bool) or s <= 0 for s in sizes):
             raise ValueError(f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}")
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        callbacks = self._callbacks()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
             if np.any(sample_weight < 0) or not sample_weight.sum() > 0:
                 raise ValueError("sample_weight must be non-negative with a positive sum")
+            if not sample_weight.all():
+                # A zero-weight row contributes nothing, so it is dropped: a minibatch
+                # of only such rows would otherwise divide its gradient by a zero total.
+                keep = np.flatnonzero(sample_weight)
+                X, Y, sample_weight = X[keep], Y[keep], sample_weight[keep]
         layer_units = [X.shape[1], *sizes, Y.shape[1]]
         if first_pass:
             self._initialize(layer_units, X.dtype)
@@ -91,11 +116,20 @@ class _BaseMLP(BaseEstimator):
             if self.solver == "lbfgs":
                 self._fit_lbfgs(X, Y, sample_weight)
             else:
-                self._fit_stochastic(X, Y, sample_weight, incremental)
+                self._fit_stochastic(X, Y, sample_weight, incremental, callbacks)
         if not np.isfinite(self._network.params).all():
             raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
                              "values and need to be preprocessed.")
         return self
+
+    def _callbacks(self):
+        callbacks = self.callbacks
+        if callbacks is None:
+            return []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        if not all(callable(c) for c in callbacks):
+            raise TypeError(f"callbacks must be a callable or a list of callables, got {self.callbacks!r}")
+        return callbacks
 
     def _initialize(self, layer_units, dtype):
         self.n_iter_ = 0
@@ -110,23 +144,39 @@ class _BaseMLP(BaseEstimator):
         self._set_network(Network(layer_units, self.activation, self.out_activation_, dtype))
         self._network.initialize(self._rng)
         self._optimizer = None
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self.loss_curve_ = []
-            self.validation_loss_curve_ = []
-            self._no_improvement_count = 0
-            if self.early_stopping:
-                self.validation_scores_ = []
-                self.best_validation_score_ = -np.inf
-                self.best_loss_ = None
-            else:
-                self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
+        for name in _STOPPING_STATE:
+            vars(self).pop(name, None)
 
     def _set_network(self, network):
         self._network = network
-        self.coefs_ = network.coefs
-        self.intercepts_ = network.intercepts
+        # Lists of their own, so that replacing one of their arrays (``coefs_[0] = W``)
+        # is detected by _sync_network.
+        self.coefs_ = list(network.coefs)
+        self.intercepts_ = list(network.intercepts)
+
+    def _sync_network(self, dtype=None):
+        """Copy ``coefs_`` / ``intercepts_`` into a fresh flat vector if arrays were assigned to them.
+
+        Training and predict read the flat vector, while scikit-learn reads
+        ``coefs_``; so assigned arrays are packed into it here (in-place edits of
+        the views need nothing).  ``dtype`` repacks for training in another dtype.
+        """
+        net = self._network
+        dtype = net.dtype if dtype is None else np.dtype(dtype)
+        arrays = list(self.coefs_) + list(self.intercepts_)
+        views = net.coefs + net.intercepts
+        if dtype == net.dtype and len(arrays) == len(views) and all(a is v for a, v in zip(arrays, views)):
+            return
+        fresh = Network(net.layer_units, net.activation, net.out_activation, dtype)
+        targets = fresh.coefs + fresh.intercepts
+        if len(arrays) != len(targets) or any(np.shape(a) != t.shape for a, t in zip(arrays, targets)):
+            raise ValueError(f"coefs_ and intercepts_ have shapes {[np.shape(a) for a in arrays]}: expected "
+                             f"{[t.shape for t in targets]} for the layer sizes {net.layer_units}")
+        for target, array in zip(targets, arrays):
+            target[...] = array
+        self._set_network(fresh)
+        if dtype != net.dtype:
+            self._optimizer = None  # its state vectors have the old dtype
 
     def _check_resumable(self, layer_units, dtype):
         net = self._network
@@ -134,30 +184,49 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"the model was fitted with layer sizes {net.layer_units} and activation "
                              f"{net.activation!r}; warm_start and partial_fit need the same, got {tuple(layer_units)} "
                              f"and {self.activation!r}")
-        views = list(self.coefs_) + list(self.intercepts_)
-        if any(not np.shares_memory(v, net.params) for v in views) or np.dtype(dtype) != net.dtype:
-            # coefs_ / intercepts_ were reassigned, or the data's dtype changed: repack.
-            fresh = Network(layer_units, self.activation, self.out_activation_, dtype)
-            for dst, src in zip(fresh.coefs + fresh.intercepts, views):
-                dst[...] = src
-            self._set_network(fresh)
-            self._optimizer = None
+        self._sync_network(dtype)
 
-    def _fit_stochastic(self, X, Y, sample_weight, incremental):
+    def _prepare_stopping(self):
+        """Create or adapt the stopping rule's bookkeeping before an epoch loop.
+
+        It is created lazily because an lbfgs fit has none, and adapted because a
+        warm start may switch ``early_stopping`` (scikit-learn then fails).
+        """
+        if getattr(self, "loss_curve_", None) is None:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            self.best_loss_ = self.validation_scores_ = self.validation_loss_curve_ = None
+            self.best_validation_score_ = None
+        if self.early_stopping and self.validation_scores_ is None:
+            self.validation_scores_, self.validation_loss_curve_ = [], []
+            self.best_validation_score_, self.best_loss_ = -np.inf, None
+            self._best_params = self._network.params.copy()
+        elif not self.early_stopping and self.best_loss_ is None:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = self.validation_loss_curve_ = self.best_validation_score_ = None
+
+    def _fit_stochastic(self, X, Y, sample_weight, incremental, callbacks):
         net = self._network
-        if self._optimizer is None or not incremental and not self.warm_start:
+        # As in scikit-learn: fit() starts a fresh optimizer (so changed hyper-parameters
+        # apply to a warm start), partial_fit continues the last one.
+        if self._optimizer is None or not incremental:
             if self.solver == "sgd":
                 self._optimizer = SGDOptimizer(net.n_params, net.dtype, self.learning_rate_init, self.learning_rate,
                                                self.momentum, self.nesterovs_momentum, self.power_t)
             else:
                 self._optimizer = AdamOptimizer(net.n_params, net.dtype, self.learning_rate_init, self.beta_1,
                                                 self.beta_2, self.epsilon)
+        self._prepare_stopping()
+        self.n_iter_ = 0  # scikit-learn's n_iter_ counts the epochs of this call; t_ counts all samples seen
         validate = None
         sw = sample_weight
         if self.early_stopping:
-            stratify = Y if self._is_classifier() and self.n_outputs_ == 1 else None
-            if self._is_classifier() and self.n_outputs_ > 1 and self._label_binarizer.y_type_ == "multiclass":
-                stratify = Y.argmax(axis=1)
+            stratify = None
+            if self._is_classifier():
+                # Stratified like scikit-learn's binary case, and also for multiclass
+                # (by class index); multilabel targets are split at random.
+                y_type = self._label_binarizer.y_type_
+                stratify = Y.argmax(axis=1) if y_type == "multiclass" else Y.ravel() if y_type == "binary" else None
             arrays = [X, Y] if sw is None else [X, Y, sw]
             parts = train_test_split(*arrays, random_state=self._split_seed(), test_size=self.validation_fraction,
                                      stratify=stratify)
@@ -166,8 +235,6 @@ class _BaseMLP(BaseEstimator):
             if X_val.shape[0] < 2:
                 raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
                                  "your dataset.")
-            if not hasattr(self, "_best_params") or self._best_params.shape != net.params.shape:
-                self._best_params = net.params.copy()
 
             def validate():
                 return self._validation_score_and_loss(X_val, Y_val, sw_val)
@@ -180,14 +247,13 @@ class _BaseMLP(BaseEstimator):
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
         trainer = Trainer(net, self._optimizer, batch_size, self.alpha, self._loss_scale())
         sw = np.ones(n_samples, net.dtype) if sw is None else np.ascontiguousarray(sw, dtype=net.dtype)
-        callbacks = self.callbacks if isinstance(self.callbacks, (list, tuple)) else [self.callbacks] if self.callbacks else []
         try:
             stopped = run_epochs(self, trainer, X, Y, sw, rng=self._rng, max_iter=self.max_iter, shuffle=self.shuffle,
                                  incremental=incremental, validate=validate, callbacks=callbacks, report=print)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
             stopped = True
-        if not stopped and not incremental and self.n_iter_ >= self.max_iter:
+        if not stopped and not incremental and self.n_iter_ == self.max_iter:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
                           "hasn't converged yet.", ConvergenceWarning)
         if self.early_stopping:
@@ -203,9 +269,11 @@ class _BaseMLP(BaseEstimator):
         sw = np.ones(X.shape[0], net.dtype) if sample_weight is None else sample_weight
         grad = np.empty(net.n_params, net.dtype)
 
+        # loss_scale 1: L-BFGS needs the loss whose gradient it follows (README: for
+        # multi-output squared error scikit-learn reports the mean over outputs instead).
         def loss_and_grad(flat):
             net.params[...] = flat
-            loss = net.loss_gradient(X, Y, sw, self.alpha, grad, self._loss_scale())
+            loss = net.loss_gradient(X, Y, sw, self.alpha, grad, 1.0)
             if not np.isfinite(loss):
                 return np.inf, np.zeros(flat.shape)
             return loss, grad.astype(np.float64)
@@ -251,6 +319,7 @@ class _BaseMLP(BaseEstimator):
         X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
         if sp.issparse(X):
             X = X.tocsr()
+        self._sync_network()
         return self._forward(X)
 
     def __sklearn_tags__(self):
@@ -261,24 +330,33 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------ pickling
 
     def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("coefs_", None)  # views of the flat vector: rebuilt on load
-        state.pop("intercepts_", None)
+        if hasattr(self, "_network"):
+            self._sync_network()
+        # A copy: on Python 3.11+ the base class hands back the live __dict__.
+        state = dict(super().__getstate__())
+        net = state.pop("_network", None)
+        if net is not None:
+            # The network's layout and flat vector only: coefs_ / intercepts_ are
+            # views rebuilt on load, and its workspaces are scratch memory.
+            del state["coefs_"], state["intercepts_"]
+            state["_network_state"] = (net.layer_units, net.activation, net.out_activation, net.dtype.str, net.params)
         return state
 
     def __setstate__(self, state):
+        state = dict(state)
+        net = state.pop("_network_state", None)
         super().__setstate__(state)
-        if "_network" in state:
-            net = state["_network"]
-            self._set_network(Network(net.layer_units, net.activation, net.out_activation, net.dtype, net.params))
+        if net is not None:
+            units, activation, out_activation, dtype, params = net
+            if not params.flags.writeable:  # joblib memory-maps arrays read-only; training writes in place
+                params = params.copy()
+            self._set_network(Network(units, activation, out_activation, dtype, params))
 
     def _common_validation(self, X, y, reset, **kwargs):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                              dtype=(np.float64, np.float32), reset=reset, **kwargs)
         if sp.issparse(X):
-            X = X.tocsr()
-            X.indices = X.indices.astype(np.int64)
-            X.indptr = X.indptr.astype(np.int64)
+            X = X.tocsr()  # left as it is (no int64 indices set on the caller's matrix): the trainer converts them
         return X, y
 
     def _is_classifier(self):
@@ -326,18 +404,24 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def fit(self, X, y, sample_weight=None):
         """Fit the model to data matrix X and target(s) y."""
+        self._validate_params()
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over (X, y); ``classes`` is required on the first call."""
-        if self.solver not in _STOCHASTIC_SOLVERS:
-            raise AttributeError(f"partial_fit is only available for stochastic optimizers; {self.solver!r} is not")
+        """One epoch over (X, y); ``classes`` is required on the first call.
+
+        ``n_iter_`` is then 1, as in scikit-learn; ``t_`` counts the samples of every call.
+        """
+        self._validate_params()
         if not hasattr(self, "classes_"):
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
-            self._label_binarizer = LabelBinarizer().fit(classes)
+            # Multilabel targets name their labels by column, so the binarizer learns them from y.
+            multilabel = type_of_target(y).startswith("multilabel")
+            self._label_binarizer = LabelBinarizer().fit(y if multilabel else classes)
             self.classes_ = self._label_binarizer.classes_
-        elif classes is not None and not np.array_equal(np.sort(np.asarray(classes)), np.sort(self.classes_)):
+        elif classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
             raise ValueError(f"`classes={classes!r}` is not the same as on the first call to partial_fit: "
                              f"expected {self.classes_!r}")
         return self._fit(X, y, sample_weight, incremental=True)
@@ -435,12 +519,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def fit(self, X, y, sample_weight=None):
         """Fit the model to data matrix X and target(s) y."""
+        self._validate_params()
         return self._fit(X, y, sample_weight, incremental=False)
 
+    @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y)."""
-        if self.solver not in _STOCHASTIC_SOLVERS:
-            raise AttributeError(f"partial_fit is only available for stochastic optimizers; {self.solver!r} is not")
+        """One epoch over (X, y); ``n_iter_`` is then 1, as in scikit-learn."""
+        self._validate_params()
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _out_activation(self):
