@@ -9,12 +9,12 @@ with status 2, never a traceback.
 import argparse
 import os
 import sys
-import tempfile
 import time
 import warnings
 
 import numpy as np
 
+from ._atomic import atomic_write
 from .datasets import DATASETS, load_dataset
 
 EXIT_USAGE = 2
@@ -69,7 +69,7 @@ def _progress_line(epoch, total, loss, score, seconds, width=20):
     return f"epoch {epoch:>{len(str(total))}}/{total} [{bar}] loss {loss:.4f}{score_text}  {seconds * 1e3:.1f} ms"
 
 
-def train(args, out=sys.stdout, err=sys.stderr) -> int:
+def train(args, out=None, err=None) -> int:
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -78,10 +78,18 @@ def train(args, out=sys.stdout, err=sys.stderr) -> int:
     from .io import save
     from .warmup import warmup
 
+    # Looked up per call, not bound at import: redirect_stdout and test capture must see the output.
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     for name in ("lr", "momentum", "alpha"):
         value = getattr(args, name)
         if not np.isfinite(value) or value < 0 or (name == "lr" and value == 0) or (name == "momentum" and value > 1):
             raise ValueError(f"--{name} must be {'> 0' if name == 'lr' else 'in [0, 1]' if name == 'momentum' else '>= 0'}, got {value}")
+    for option in ("save", "plot"):  # before training, not after it: a typo must not cost the whole run
+        target = getattr(args, option)
+        folder = os.path.dirname(os.path.abspath(target)) if target else None
+        if folder is not None and not os.path.isdir(folder):
+            raise FileNotFoundError(f"--{option} {target}: there is no folder {folder!r} to write it in")
     data = load_dataset(args.dataset, random_state=args.seed, dtype=np.dtype(args.dtype))
     classify = data.task == "classification"
     X_fit, X_val, y_fit, y_val = train_test_split(data.X_train, data.y_train, test_size=0.1, random_state=args.seed,
@@ -148,15 +156,8 @@ def _plot(curves, metric, path):
     other.set_ylabel(f"validation {metric}", color="tab:orange")
     ax.set_title("fastbp training")
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastbp-plot-", suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     finally:
         plt.close(fig)
 

@@ -264,8 +264,9 @@ class _BaseMLP(BaseEstimator):
 
     def _fit_lbfgs(self, X, Y, sample_weight):
         net = self._network
-        if sp.issparse(X):
-            X = X.toarray()
+        # C order whatever the caller's layout: the products, hence the weights, are then bitwise
+        # the same for a Fortran-ordered or strided X.
+        X = np.ascontiguousarray(X.toarray() if sp.issparse(X) else X)
         sw = np.ones(X.shape[0], net.dtype) if sample_weight is None else sample_weight
         grad = np.empty(net.n_params, net.dtype)
 

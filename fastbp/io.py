@@ -19,13 +19,13 @@ Guarantees
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelBinarizer, StandardScaler
 
+from ._atomic import atomic_write
 from .estimator import MLPClassifier, MLPRegressor
 from .network import Network
 from .optim import AdamOptimizer, SGDOptimizer
@@ -72,11 +72,15 @@ def save(model, path) -> None:
     if hasattr(est, "_rng"):
         meta["rng"] = est._rng.bit_generator.state
     if scaler is not None:
-        meta["scaler"] = True
-        arrays["scaler_mean"] = np.asarray(scaler.mean_, np.float64)
-        arrays["scaler_scale"] = np.asarray(scaler.scale_, np.float64)
+        if not hasattr(scaler, "n_features_in_"):
+            raise ValueError("the Pipeline's StandardScaler is not fitted: fit the pipeline before save")
+        # with_mean / with_std are kept: a scaler that does not centre (or scale) must not start to on load.
+        meta["scaler"] = {"with_mean": bool(scaler.with_mean), "with_std": bool(scaler.with_std)}
+        n = scaler.n_features_in_
+        arrays["scaler_mean"] = np.zeros(n) if scaler.mean_ is None else np.asarray(scaler.mean_, np.float64)
+        arrays["scaler_scale"] = np.ones(n) if scaler.scale_ is None else np.asarray(scaler.scale_, np.float64)
     arrays[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    _atomic_savez(os.fspath(path), arrays)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load(path):
@@ -180,6 +184,7 @@ def _read_member(archive, name, dtype, shape, max_bytes=None):
 def _rebuild(meta, arrays):
     cls = _ESTIMATORS[meta["estimator"]]
     est = cls(**_restore_params(meta["params"], cls))
+    est._validate_params()  # predict reads some of them (n_threads): refuse what fit would refuse
     for name, value in meta["attributes"].items():
         if name not in _SCALARS:
             raise ValueError(f"unknown attribute {name!r} in the metadata")
@@ -189,14 +194,22 @@ def _rebuild(meta, arrays):
         setattr(est, name, None if value is None else [float(v) for v in value])
     if "feature_names_in_" in meta:
         est.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
+    units = meta["layer_units"]
+    if (cls is MLPClassifier) != ("classes" in meta):
+        raise ValueError("class labels in the metadata of an MLPRegressor, or none in that of an MLPClassifier")
     if "classes" in meta:
         binarizer = LabelBinarizer()
         binarizer.classes_ = _decode_classes(meta["classes"], arrays)
         binarizer.y_type_ = meta["y_type"]
+        n_classes = len(binarizer.classes_)
+        outputs = {"binary": 1, "multiclass": n_classes, "multilabel-indicator": n_classes}
+        if (not isinstance(binarizer.y_type_, str) or outputs.get(binarizer.y_type_) != units[-1]
+                or binarizer.y_type_ == "binary" and n_classes > 2 or binarizer.y_type_ == "multiclass" and n_classes < 3):
+            raise ValueError(f"target type {binarizer.y_type_!r} with {n_classes} classes does not match "
+                             f"{units[-1]} outputs")
         binarizer.sparse_input_ = False
         est._label_binarizer = binarizer
         est.classes_ = binarizer.classes_
-    units = meta["layer_units"]
     attributes = meta["attributes"]
     if (attributes.get("n_features_in_"), attributes.get("n_outputs_"), attributes.get("n_layers_")) != (
             units[0], units[-1], len(units)):
@@ -212,9 +225,14 @@ def _rebuild(meta, arrays):
         est._rng.bit_generator.state = meta["rng"]
     if not meta.get("scaler"):
         return est
-    scaler = StandardScaler()
+    flags = meta["scaler"] if isinstance(meta["scaler"], dict) else {}
+    if set(flags) - {"with_mean", "with_std"} or not all(isinstance(v, bool) for v in flags.values()):
+        raise ValueError(f"malformed scaler metadata {meta['scaler']!r}")
+    scaler = StandardScaler(**flags)
     scaler.mean_, scaler.scale_ = arrays["scaler_mean"], arrays["scaler_scale"]
     scaler.var_ = scaler.scale_ ** 2
+    if not scaler.with_std:
+        scaler.scale_ = scaler.var_ = None
     scaler.n_features_in_ = scaler.mean_.shape[0]
     scaler.n_samples_seen_ = 1
     return Pipeline([("scale", scaler), ("mlp", est)])
@@ -233,20 +251,6 @@ def _rebuild_optimizer(opt_meta, est, net, arrays):
     opt.learning_rate = float(opt_meta["learning_rate"])
     opt.t = int(opt_meta["t"])
     return opt
-
-
-def _atomic_savez(path, arrays):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _split_pipeline(model):

@@ -70,19 +70,25 @@ class Network:
         """``(acts, deltas, act_off)`` for batches of up to ``rows`` rows, allocated once and reused."""
         ws = self._workspaces.get(rows)
         if ws is None:
-            widths = self.sizes[1:]
-            act_off = (rows * np.concatenate([[0], np.cumsum(widths)[:-1]])).astype(np.int64)
-            total = rows * int(widths.sum())
-            ws = (np.empty(total, self.dtype), np.empty(total, self.dtype), act_off)
-            if len(self._workspaces) >= 4:  # batch size, last batch, predict chunk, validation
+            acts, act_off = self._activation_buffer(rows)
+            ws = (acts, np.empty_like(acts), act_off)
+            if len(self._workspaces) >= 4:  # a few batch sizes (fits, full-batch gradients)
                 self._workspaces.pop(next(iter(self._workspaces)))
             self._workspaces[rows] = ws
         return ws
 
+    def _activation_buffer(self, rows):
+        """A flat buffer for every layer's output on ``rows`` rows, and each layer's offset in it."""
+        widths = self.sizes[1:]
+        act_off = (rows * np.concatenate([[0], np.cumsum(widths)[:-1]])).astype(np.int64)
+        return np.empty(rows * int(widths.sum()), self.dtype), act_off
+
     def forward(self, X: np.ndarray) -> np.ndarray:
         """Network output for a validated C-contiguous ``X`` of this dtype, in bounded memory."""
         out = np.empty((X.shape[0], self.layer_units[-1]), self.dtype)
-        acts, _, act_off = self.workspace(min(X.shape[0], PREDICT_CHUNK))
+        # Fresh buffers per call, not the cached workspace: predict releases the
+        # GIL, and two threads predicting with one model must not share scratch memory.
+        acts, act_off = self._activation_buffer(min(X.shape[0], PREDICT_CHUNK))
         finite = _predict(self.params, self.sizes, self.coef_off, self.icpt_off, X, out, acts, act_off,
                           PREDICT_CHUNK, self.hidden_code, self.out_code)
         if not finite:

@@ -196,14 +196,16 @@ def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, state_1, state_
         Yb = _block(ybuf, 0, nb, n_out)
         swb = swbuf[:nb]
         _gather(X, csr, Y, sw, order, start, stop, Xb, Yb, swb)
+        weight = zero
+        for r in range(nb):
+            weight += swb[r]
+        if weight <= zero:
+            continue  # every row weighs 0: nothing to learn, and 1 / weight would be infinite
         finite = _forward(params, sizes, coef_off, icpt_off, Xb, acts, act_off, hidden_code, out_code)
         data_loss = _loss_and_delta(sizes, Yb, swb, acts, deltas, act_off, out_code)
         if not (finite and np.isfinite(data_loss)):
             return total, t, False
         _backward(params, grad, sizes, coef_off, icpt_off, Xb, acts, deltas, act_off, hidden_code)
-        weight = zero
-        for r in range(nb):
-            weight += swb[r]
         scale = params.dtype.type(1) / weight
         t += 1
         if solver == ADAM:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .optim import hyper_parameters
+from .kernels import _all_finite
 from .step import _train_epoch
 
 
@@ -52,6 +53,7 @@ class Trainer:
         self.ybuf = np.empty(self.batch_size * n_out, network.dtype)
         self.swbuf = np.empty(self.batch_size, network.dtype)
         self._saved = [np.empty_like(a) for a in self._state_arrays()]
+        self._rows_of = self._rows = None
 
     def _state_arrays(self):
         return [self.network.params, *self.optimizer.arrays().values()]
@@ -68,12 +70,17 @@ class Trainer:
         acts, deltas, act_off = net.workspace(self.batch_size)
         state_1, state_2 = opt.state()
         solver, lr, momentum, nesterov, beta_1, beta_2, epsilon = hyper_parameters(opt, net.dtype)
-        X, csr = _row_source(X, net.dtype)
+        if self._rows_of is not X:  # convert a sparse matrix's indices once per fit, not per epoch
+            self._rows_of, self._rows = X, _row_source(X, net.dtype)
+        X, csr = self._rows
         total, opt.t, finite = _train_epoch(
             X, csr, Y, sample_weight, order, self.batch_size, net.params, self.grad, state_1, state_2,
             net.sizes, net.coef_off, net.icpt_off, net.n_coef, self.xbuf, self.ybuf, self.swbuf,
             acts, deltas, act_off, net.hidden_code, net.out_code, solver, lr, momentum, nesterov,
             beta_1, beta_2, epsilon, self.alpha, self.loss_scale, opt.t)
+        # The last step's update is only seen by the next forward: check the state
+        # itself once per epoch, so a backup is never taken of non-finite values.
+        finite = finite and all(_all_finite(a) for a in self._state_arrays())
         if not finite:
             for saved, live in zip(self._saved, self._state_arrays()):
                 np.copyto(live, saved)
