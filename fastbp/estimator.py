@@ -364,6 +364,11 @@ class _BaseMLP(BaseEstimator):
         return isinstance(self, ClassifierMixin)
 
 
+def _numeric_labels(y, classes):
+    """Whether ``y`` is 1-D and it and ``classes`` are plain numbers (the fast label paths apply)."""
+    return y.ndim == 1 and y.dtype.kind in "biuf" and classes.dtype.kind in "biuf"
+
+
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier, a drop-in for :class:`sklearn.neural_network.MLPClassifier`.
 
@@ -438,7 +443,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._label_binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._label_binarizer.classes_
         else:
-            classes = unique_labels(y)
+            classes = np.unique(y) if _numeric_labels(y, self.classes_) else unique_labels(y)
             if self.warm_start and not incremental:
                 if set(classes) != set(self.classes_):
                     raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
@@ -446,7 +451,24 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             elif len(np.setdiff1d(classes, self.classes_)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
                                  f"'y' has {classes}.")
-        return X, self._label_binarizer.transform(y).astype(X.dtype)
+        return X, self._encode_labels(y, X.dtype)
+
+    def _encode_labels(self, y, dtype):
+        """Targets for the network: one-hot, one 0/1 column (binary) or the label matrix (multilabel).
+
+        For numeric 1-D labels this indexes directly instead of calling
+        ``LabelBinarizer.transform``, whose target-type checks cost more than an
+        epoch of training on a small dataset (partial_fit pays them every call).
+        """
+        binarizer = self._label_binarizer
+        if binarizer.y_type_ not in ("binary", "multiclass") or not _numeric_labels(y, self.classes_):
+            return binarizer.transform(y).astype(dtype)
+        index = np.searchsorted(self.classes_, y)  # classes_ is sorted (np.unique)
+        if binarizer.y_type_ == "binary":
+            return (index == 1).astype(dtype).reshape(-1, 1)
+        Y = np.zeros((y.shape[0], self.classes_.shape[0]), dtype)
+        Y[np.arange(y.shape[0]), index] = 1
+        return Y
 
     def _score_output(self, out, Y, sw):
         return accuracy_score(self._labels(Y), self._labels(out), sample_weight=sw)
