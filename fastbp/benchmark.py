@@ -36,6 +36,10 @@ SKLEARN, TORCH = "scikit-learn MLPClassifier.partial_fit", "PyTorch eager CPU"
 BLAS = "BLAS only (the epoch's np.dot calls)"
 KERNEL_SHAPES = {"small": (32, 64, 128), "medium": (256, 256, 256), "large": (1024, 784, 256)}
 LR, MOMENTUM = 0.01, 0.9
+# numpy and fastbp (numba's np.dot) call two different OpenBLAS builds, each with its own thread pool, whose idle
+# threads keep spinning for ~0.2 s after a call: a GEMM of one library started in that window ran 2-3x slower on
+# 2 cores.  Pausing this long before every timed block gives each peer a machine as it would find it alone.
+SETTLE = 0.25
 
 
 @dataclass
@@ -48,11 +52,12 @@ class Timing:
 
 
 def interleaved(fns: dict, rounds: int = 7, number: int | None = None, warmup: int = 1,
-                min_round: float = 0.02) -> dict:
+                min_round: float = 0.02, settle: float = SETTLE) -> dict:
     """Time the callables ``fns`` in interleaved rounds: ``{name: Timing}``.
 
     ``warmup`` calls of each first, timed apart; then each round makes ``number`` calls of every function (by
-    default enough for ``min_round`` s), forward order on even rounds, reverse on odd ones, garbage collector off.
+    default enough for ``min_round`` s), forward order on even rounds, reverse on odd ones, garbage collector off,
+    after an untimed pause of ``settle`` seconds (see ``SETTLE``).
     """
     warm, counts, times = {}, {}, {name: [] for name in fns}
     for name, fn in fns.items():
@@ -69,6 +74,7 @@ def interleaved(fns: dict, rounds: int = 7, number: int | None = None, warmup: i
     for r in range(rounds):
         for name in (names if r % 2 == 0 else names[::-1]):
             fn, n, enabled = fns[name], counts[name], gc.isenabled()
+            time.sleep(settle)
             gc.disable()
             started = time.perf_counter()
             for _ in range(n):
@@ -154,9 +160,12 @@ def bench_kernels(rounds=7):
                 k, r = t[f"{op}/kernel"].median, t[f"{op}/reference"].median
                 speedups[shape, dtype, op] = ratio(t, f"{op}/reference", f"{op}/kernel")
                 rows.append((f"{shape} {n}x{n_in}->{n_out}", dtype, op, f"{k * 1e6:.1f}", f"{r * 1e6:.1f}",
-                             f"**{speedups[shape, dtype, op]:.2f}x**", f"{flops / k / 1e9:.1f}", f"{flops / r / 1e9:.1f}"))
+                             f"**{speedups[shape, dtype, op]:.2f}x**", f"{flops / k / 1e9:.1f}",
+                             f"{flops / r / 1e9:.1f}"))
     note = ("forward = `affine_forward(relu)`; backward = `affine_backward` (with dX) + `activation_backward(relu)`. "
-            f"Median of {rounds} interleaved rounds; GFLOP/s counts the GEMM flops only.")
+            f"Times: medians of {rounds} interleaved rounds, each after an untimed {SETTLE} s pause (kernels call "
+            "scipy's OpenBLAS, the twins numpy's: see SETTLE); speed-up: median of per-round ratios; GFLOP/s: GEMM "
+            "flops only.")
     return "## Kernels vs numpy twins\n\n" + note + "\n\n" + table(
         ("shape (batch x in->out)", "dtype", "op", "kernel us/call", "reference us/call", "speed-up",
          "kernel GFLOP/s", "reference GFLOP/s"), rows), speedups
@@ -302,7 +311,8 @@ def _blas_epoch(params, grad, sizes, coef_off, xbuf, acts, deltas, act_off, n_ro
             A_prev = X0 if i == 0 else _block(acts, act_off[i - 1], n, sizes[i])
             np.dot(A_prev.T, D, _block(grad, coef_off[i], sizes[i], sizes[i + 1]))
             if i > 0:
-                np.dot(D, _block(params, coef_off[i], sizes[i], sizes[i + 1]).T, _block(deltas, act_off[i - 1], n, sizes[i]))
+                W = _block(params, coef_off[i], sizes[i], sizes[i + 1])
+                np.dot(D, W.T, _block(deltas, act_off[i - 1], n, sizes[i]))
 
 
 def epoch_flops(units, n_rows) -> int:
@@ -329,8 +339,12 @@ class BlasOnly:
                     self.n_rows, self.batch)
 
 
-def bench_training(case, rounds, peers=None) -> dict:
-    """Peers of ``case`` interleaved, one epoch per round after one warm-up epoch; timings and accuracies."""
+def bench_training(case, rounds, peers=None, settle=SETTLE) -> dict:
+    """Peers of ``case`` interleaved, one epoch per round after one warm-up epoch; timings and accuracies.
+
+    ``settle=0`` suits small layers: their products stay below OpenBLAS's threading threshold (no thread pool
+    spins), and a pause before a 1 ms epoch would time a cold cache instead.
+    """
     from sklearn.neural_network import MLPClassifier as SkMLP
     name, X, y, hidden, batch = case
     fast = FastbpTrainer(X, y, hidden, batch)
@@ -349,7 +363,7 @@ def bench_training(case, rounds, peers=None) -> dict:
             missing.append(peer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        timings = interleaved({peer: obj.epoch for peer, obj in objs.items()}, rounds=rounds, number=1)
+        timings = interleaved({peer: obj.epoch for peer, obj in objs.items()}, rounds=rounds, number=1, settle=settle)
     accuracy = {peer: obj.accuracy() for peer, obj in objs.items() if not isinstance(obj, BlasOnly)}
     return {"name": name, "timings": timings, "accuracy": accuracy, "missing": missing,
             "flops": epoch_flops(units, len(X)), "epochs": 1 + rounds}
@@ -360,17 +374,19 @@ def training_section(results, peak, extra="") -> str:
     for res in results:
         t = res["timings"]
         for peer, timing in t.items():
-            acc = res["accuracy"].get(peer)
+            acc, gflops = res["accuracy"].get(peer), res["flops"] / timing.median / 1e9
             rows.append((res["name"], peer, f"{timing.median * 1e3:.2f}", f"**{ratio(t, peer, FAST):.2f}x**",
-                         f"{res['flops'] / timing.median / 1e9:.1f}", f"{res['flops'] / timing.median / 1e7 / peak:.0f}%",
-                         "-" if acc is None else f"{acc:.4f}", f"{timing.warmup:.3f}"))
+                         f"{gflops:.1f}", f"{100 * gflops / peak:.0f}%", "-" if acc is None else f"{acc:.4f}",
+                         f"{timing.warmup:.3f}"))
         rows += [(res["name"], peer, "not installed", "", "", "", "", "") for peer in res["missing"]]
     epochs = "; ".join(f"{r['name']}: {r['epochs']}" for r in results)
     note = ("Same work for every peer: ReLU, softmax + log loss, SGD lr 0.01, momentum 0.9 (no Nesterov), alpha 0, "
             "float32. One epoch per round; both estimators are timed per `partial_fit` call (one epoch, input "
             "validation included). fastbp, the numpy loop and PyTorch start from the same weights. Training accuracy "
             f"after the same number of epochs (warm-up epoch included): {epochs}. GFLOP/s = GEMM flops of an epoch "
-            "/ its time; time ratios are medians of per-round ratios." + extra)
+            f"/ its time; time ratios are medians of per-round ratios. MNIST-sized: an untimed {SETTLE} s pause before "
+            "each timed epoch lets the other OpenBLAS pool's threads stop spinning; digits: none (its products run "
+            "single-threaded)." + extra)
     return "## Training: time per epoch\n\n" + note + "\n\n" + table(
         ("case", "peer", "ms/epoch (median)", "time / fastbp's", "GFLOP/s", "% of float32 GEMM peak",
          "train accuracy", "warm-up epoch s (excluded)"), rows)
@@ -423,8 +439,9 @@ def compile_cost() -> str:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache}
         runs = [json.loads(subprocess.run([sys.executable, "-c", _FIRST_FIT], env=env, check=True, text=True,
                                           capture_output=True).stdout.splitlines()[-1]) for _ in range(2)]
-    rows = [(what, f"{imp:.2f}", f"{first:.2f}", f"{second * 1e3:.1f}", f"{first / second:.0f}x")
-            for what, (imp, first, second) in zip(("cold (empty NUMBA_CACHE_DIR)", "cached (same NUMBA_CACHE_DIR)"), runs)]
+    what = ("cold (empty NUMBA_CACHE_DIR)", "cached (same NUMBA_CACHE_DIR)")
+    rows = [(w, f"{imp:.2f}", f"{first:.2f}", f"{second * 1e3:.1f}", f"{first / second:.0f}x")
+            for w, (imp, first, second) in zip(what, runs)]
     note = ("A fresh process each: `import fastbp`, then two `MLPClassifier(solver='sgd', max_iter=1).fit` of one "
             "epoch on 1797x64 float32 (64-128-10, batch 32). One run each: a compile cost, not a steady-state time.")
     return "## Compile cost\n\n" + note + "\n\n" + table(
@@ -444,6 +461,7 @@ def plot(speedups, results, path):
     for k, res in enumerate(results):
         t = res["timings"]
         ax2.bar(np.arange(len(peers)) + k * width, [ratio(t, p, BLAS) for p in peers], width, label=res["name"])
+    ax2.axhline(1.0, color="k", lw=0.8)
     ax2.set_yscale("log")
     ax2.set_xticks(np.arange(len(peers)) + 0.4 - width / 2, [p.replace(" ", "\n", 2) for p in peers], fontsize=6)
     ax2.set(ylabel="epoch time / BLAS-only epoch time (nopython)", title="training epoch vs its BLAS work")
@@ -462,6 +480,9 @@ def build_parser():
 
 
 def main(argv=None, report=print) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--"]:  # `fastbp bench -- --quick`: the CLI passes its separator along
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     started, sections = time.perf_counter(), []
@@ -476,9 +497,10 @@ def main(argv=None, report=print) -> int:
         emit(kernel_text)
         peaks = gemm_peaks()
         rows = 12000 if args.quick else 60000
-        results = [bench_training(digits_case(), 5 if args.quick else 19), bench_training(mnist_case(rows), 5)]
+        results = [bench_training(digits_case(), 5 if args.quick else 19, settle=0.0),
+                   bench_training(mnist_case(rows), 5)]
         quick = f" --quick: the MNIST-sized case uses {rows} of 60000 rows." if args.quick else ""
-        emit(training_section(results, peaks["numpy np.dot (numpy's BLAS)", "float32"], quick))
+        emit(training_section(results, max(v for (_, dtype), v in peaks.items() if dtype == "float32"), quick))
         emit(limit_section(results, peaks))
         emit(compile_cost())
     plot(speedups, results, os.path.join(args.out, "bench.png"))
