@@ -24,6 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from . import kernels, reference
+from ._atomic import atomic_write
 from ._config import jit
 from .estimator import MLPClassifier
 from .network import Network
@@ -467,7 +468,7 @@ def plot(speedups, results, path):
     ax2.set(ylabel="epoch time / BLAS-only epoch time (nopython)", title="training epoch vs its BLAS work")
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -506,6 +507,6 @@ def main(argv=None, report=print) -> int:
     plot(speedups, results, os.path.join(args.out, "bench.png"))
     emit(f"Plot: bench.png. Benchmark time {time.perf_counter() - started:.0f} s; load average at the end "
          "%.2f %.2f %.2f." % os.getloadavg())
-    with open(os.path.join(args.out, "bench.md"), "w") as f:
-        f.write("\n\n".join(sections) + "\n")
+    text = ("\n\n".join(sections) + "\n").encode()
+    atomic_write(os.path.join(args.out, "bench.md"), lambda f: f.write(text))
     return 0

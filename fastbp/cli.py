@@ -163,13 +163,14 @@ def _plot(curves, metric, path):
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "bench":
-            from .benchmark import main as bench_main
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        # Handed over whole: argparse's REMAINDER would refuse a leading option such as --quick.
+        from .benchmark import main as bench_main
 
-            return bench_main(args.bench_args)
+        return bench_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
         return train(args)
     except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as exc:
         print(f"fastbp: error: {exc}", file=sys.stderr)

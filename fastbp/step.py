@@ -160,15 +160,20 @@ def _gather(X, csr, Y, sw, order, start, stop, Xb, Yb, swb):
     """
     data, indices, indptr = csr
     sparse = indptr.size > 0
+    n_in, n_out = Xb.shape[1], Yb.shape[1]
+    zero = Xb.dtype.type(0)
     for r in range(stop - start):
         src = order[start + r]
         if sparse:
-            Xb[r, :] = 0
+            for c in range(n_in):
+                Xb[r, c] = zero
             for k in range(indptr[src], indptr[src + 1]):
                 Xb[r, indices[k]] = data[k]
         else:
-            Xb[r, :] = X[src, :]
-        Yb[r, :] = Y[src, :]
+            for c in range(n_in):  # element loops: slice assignment costs more than these short rows
+                Xb[r, c] = X[src, c]
+        for c in range(n_out):
+            Yb[r, c] = Y[src, c]
         swb[r] = sw[src]
 
 
