@@ -28,44 +28,46 @@ def _bias_activation(Z, b, code):
     """``Z[i] = act(Z[i] + b)`` in place, one pass over ``Z``.
 
     Returns whether every pre-activation was finite.  The check rides along
-    for free: ``v * 0`` is 0 for a finite ``v`` and NaN otherwise (fastmath
-    here keeps NaN and infinity semantics, so this is not folded away).  It is
+    in the same pass: ``abs(v) <= max_float`` is False exactly for NaN and
+    infinities, an ordered comparison that fastmath (which here keeps NaN and
+    infinity semantics) cannot fold away and that vectorizes as a count.  It is
     taken before the activation because ReLU would turn a NaN into 0.
     """
     n, m = Z.shape
     zero = Z.dtype.type(0)
     one = Z.dtype.type(1)
-    probe = zero
+    big = np.finfo(Z.dtype).max
+    bad = 0
     if code == RELU:
         for i in range(n):
             for j in range(m):
                 v = Z[i, j] + b[j]
-                probe += v * zero
+                bad += 0 if abs(v) <= big else 1
                 Z[i, j] = v if v > zero else zero
     elif code == LOGISTIC:
         for i in range(n):
             for j in range(m):
                 v = Z[i, j] + b[j]
-                probe += v * zero
+                bad += 0 if abs(v) <= big else 1
                 Z[i, j] = one / (one + np.exp(-v))
     elif code == TANH:
         for i in range(n):
             for j in range(m):
                 v = Z[i, j] + b[j]
-                probe += v * zero
+                bad += 0 if abs(v) <= big else 1
                 Z[i, j] = np.tanh(v)
     elif code == EXP:
         for i in range(n):
             for j in range(m):
                 v = Z[i, j] + b[j]
-                probe += v * zero
+                bad += 0 if abs(v) <= big else 1
                 Z[i, j] = np.exp(v)
     elif code == SOFTMAX:
         for i in range(n):
             top = Z[i, 0] + b[0]
             for j in range(m):
                 v = Z[i, j] + b[j]
-                probe += v * zero
+                bad += 0 if abs(v) <= big else 1
                 Z[i, j] = v
                 top = max(top, v)
             total = zero
@@ -80,9 +82,9 @@ def _bias_activation(Z, b, code):
         for i in range(n):
             for j in range(m):
                 v = Z[i, j] + b[j]
-                probe += v * zero
+                bad += 0 if abs(v) <= big else 1
                 Z[i, j] = v
-    return np.isfinite(probe)
+    return bad == 0
 
 
 @jit
@@ -115,13 +117,13 @@ def _activation_backward(Z, dZ, code):
 
 @jit
 def _all_finite(a):
-    """Whether no element of ``a`` is NaN or infinite (see ``_bias_activation`` for the probe)."""
+    """Whether no element of ``a`` is NaN or infinite (the test of ``_bias_activation``)."""
     flat = a.reshape(a.size)
-    zero = a.dtype.type(0)
-    probe = zero
+    big = np.finfo(a.dtype).max
+    bad = 0
     for k in range(flat.size):
-        probe += flat[k] * zero
-    return np.isfinite(probe)
+        bad += 0 if abs(flat[k]) <= big else 1
+    return bad == 0
 
 
 @jit
