@@ -9,6 +9,7 @@ predict, restored afterwards).
 """
 
 import warnings
+from functools import partial
 from contextlib import nullcontext
 from numbers import Integral, Real
 
@@ -235,9 +236,7 @@ class _BaseMLP(BaseEstimator):
             if X_val.shape[0] < 2:
                 raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
                                  "your dataset.")
-
-            def validate():
-                return self._validation_score_and_loss(X_val, Y_val, sw_val)
+            validate = partial(self._validation_score_and_loss, X_val, Y_val, sw_val)
         n_samples = X.shape[0]
         if self.batch_size == "auto":
             batch_size = min(200, n_samples)

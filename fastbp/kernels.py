@@ -18,7 +18,7 @@ Conventions
 
 import numpy as np
 
-from ._config import ALL_ACTIVATIONS, ACTIVATIONS, EXP, IDENTITY, LOGISTIC, OUT_ACTIVATIONS, RELU, SOFTMAX, TANH
+from ._config import ALL_ACTIVATIONS, ACTIVATIONS, EXP, LOGISTIC, OUT_ACTIVATIONS, RELU, SOFTMAX, TANH
 from ._config import activation_code, jit
 from ._validation import check_affine_backward, check_loss_inputs, check_matrix, check_out, check_vector
 
