@@ -21,6 +21,9 @@ def _float_dtype_for(a: np.ndarray, name: str) -> np.dtype:
 
 def as_float_array(a, name: str, ndim: int, dtype=None) -> np.ndarray:
     """``a`` as a C-contiguous float32/float64 array of ``ndim`` dimensions with at least one element per axis."""
+    if (type(a) is np.ndarray and a.ndim == ndim and a.size and a.flags.c_contiguous
+            and (a.dtype.char in "fd" if dtype is None else a.dtype == dtype)):
+        return a  # the common case first: this runs on every public kernel call, and costs are per call
     if not isinstance(a, np.ndarray):
         try:
             a = np.asarray(a)
