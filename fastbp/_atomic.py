@@ -4,10 +4,15 @@ import os
 import tempfile
 
 
-def _default_mode() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+# Read once, at import: setting the umask to read it is process-wide, and another
+# thread creating a file in that moment would get loose permissions.
+_FILE_MODE = 0o666 & ~_read_umask()
 
 
 def atomic_write(path, write) -> None:
@@ -26,7 +31,7 @@ def atomic_write(path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _default_mode())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

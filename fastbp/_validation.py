@@ -47,7 +47,7 @@ def check_matrix(a, name, rows=None, dtype=None, rows_of="expected"):
     return a
 
 
-def check_vector(a, name, length=None, dtype=None, length_of="expected", convert=True):
+def check_vector(a, name, length=None, dtype=None, length_of="expected"):
     """A 1-D float input of ``length`` elements."""
     a = as_float_array(a, name, 1, dtype)
     if length is not None and a.shape[0] != length:
@@ -55,11 +55,13 @@ def check_vector(a, name, length=None, dtype=None, length_of="expected", convert
     return a
 
 
-def check_out(out, name, shape, dtype, allocate=True):
-    """A caller-owned output buffer: exact shape and dtype, C-contiguous, writeable.
+def check_out(out, name, shape, dtype, allocate=True, inputs=None):
+    """A caller-owned output buffer: exact shape and dtype, C-contiguous, writeable, apart from ``inputs``.
 
     ``None`` allocates one when ``allocate``; ``shape`` / ``dtype`` of None
-    accept any (the buffer is then only checked for being a writeable float array).
+    accept any (the buffer is then only checked for being a writeable float
+    array with no empty axis).  ``inputs`` maps names to arrays the buffer must
+    not overlap: BLAS writes the product while still reading its operands.
     """
     if out is None and allocate:
         return np.empty(shape, dtype)
@@ -71,18 +73,16 @@ def check_out(out, name, shape, dtype, allocate=True):
         raise ValueError(f"{name} has dtype {out.dtype}: expected float32 or float64")
     if shape is not None and out.shape != tuple(shape):
         raise ValueError(f"{name} has shape {out.shape}: expected {tuple(shape)}")
-    if shape is None and out.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {out.shape}")
+    if shape is None and (out.ndim != 2 or 0 in out.shape):
+        raise ValueError(f"{name} must be 2-D with at least one row and column, got shape {out.shape}")
     if not out.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous to be written in place; pass np.ascontiguousarray({name})")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only; pass a writeable array")
+    for other, array in (inputs or {}).items():
+        if np.may_share_memory(out, array):
+            raise ValueError(f"{name} overlaps {other}: pass a separate output buffer")
     return out
-
-
-def check_same_dtype(a, b, name_a, name_b):
-    if a.dtype != b.dtype:
-        raise ValueError(f"{name_b} has dtype {b.dtype} but {name_a} has {a.dtype}: expected the same dtype")
 
 
 def check_sample_weight(sample_weight, n_rows, dtype, length_of="X.shape[0]"):
@@ -104,10 +104,11 @@ def check_affine_backward(X, W, dY, dX, dW, db):
     dY = check_matrix(dY, "dY", rows=X.shape[0], dtype=X.dtype, rows_of="X.shape[0]")
     if dY.shape[1] != W.shape[1]:
         raise ValueError(f"dY has {dY.shape[1]} columns but W has {W.shape[1]}: expected dY of shape {(X.shape[0], W.shape[1])}")
-    dW = check_out(dW, "dW", W.shape, X.dtype, allocate=False)
-    db = check_out(db, "db", (W.shape[1],), X.dtype, allocate=False)
+    operands = {"X": X, "W": W, "dY": dY}
+    dW = check_out(dW, "dW", W.shape, X.dtype, allocate=False, inputs=operands)
+    db = check_out(db, "db", (W.shape[1],), X.dtype, allocate=False, inputs={**operands, "dW": dW})
     if dX is not None:
-        dX = check_out(dX, "dX", X.shape, X.dtype, allocate=False)
+        dX = check_out(dX, "dX", X.shape, X.dtype, allocate=False, inputs={**operands, "dW": dW, "db": db})
     return X, W, dY, dX, dW, db
 
 

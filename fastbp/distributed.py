@@ -22,19 +22,18 @@ Example
 ...     search.fit(X, y)
 """
 
-import os
-
 from threadpoolctl import threadpool_limits
 
 
 def configure_worker(n_threads: int = 1, warm: bool = True) -> float:
-    """Limit this process's BLAS (and any Numba pool) to ``n_threads`` and warm the kernels up.
+    """Limit this process's BLAS to ``n_threads`` threads and warm the kernels up.
+
+    (fastbp's kernels run no Numba thread pool, so BLAS is the only one to limit.)
 
     Returns the seconds the warm-up took (0 when ``warm`` is False).
     """
     if not isinstance(n_threads, int) or n_threads < 1:
         raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
-    os.environ["NUMBA_NUM_THREADS"] = str(n_threads)
     threadpool_limits(limits=n_threads)
     if not warm:
         return 0.0

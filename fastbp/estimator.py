@@ -8,9 +8,10 @@ scikit-learn: ``callbacks`` (called after every epoch with an
 predict, restored afterwards).
 """
 
+import threading
 import warnings
+from contextlib import contextmanager
 from functools import partial
-from contextlib import nullcontext
 from numbers import Integral, Real
 
 import numpy as np
@@ -40,14 +41,24 @@ _STOPPING_STATE = ("loss_curve_", "validation_loss_curve_", "validation_scores_"
                    "best_loss_", "_no_improvement_count", "_best_params")
 
 
-def _thread_limit(n_threads):
-    """A context that limits BLAS threads to ``n_threads`` (None: leave them alone).
+_BLAS_LIMIT_LOCK = threading.RLock()
 
-    None gives a null context rather than ``threadpool_limits(None)``, which
-    still inspects every loaded library: milliseconds per call, more than a
-    small ``predict`` takes.
+
+@contextmanager
+def _thread_limit(n_threads):
+    """Limit BLAS to ``n_threads`` threads for the block (None: leave them alone).
+
+    The limit is process-wide, so blocks that set one hold a lock: two fits with
+    ``n_threads`` in two threads run one after the other, each at its own count,
+    and the count in force before is restored after the last.  None takes no
+    lock and skips ``threadpool_limits``, which inspects every loaded library:
+    milliseconds per call, more than a small ``predict`` takes.
     """
-    return nullcontext() if n_threads is None else threadpool_limits(limits=n_threads, user_api="blas")
+    if n_threads is None:
+        yield
+        return
+    with _BLAS_LIMIT_LOCK, threadpool_limits(limits=n_threads, user_api="blas"):
+        yield
 
 
 def _check_solver(estimator):
@@ -244,6 +255,8 @@ class _BaseMLP(BaseEstimator):
             if self.batch_size > n_samples:
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        if not sp.issparse(X):
+            X = np.ascontiguousarray(X)  # rows are gathered one by one: C order makes each a contiguous copy
         trainer = Trainer(net, self._optimizer, batch_size, self.alpha, self._loss_scale())
         sw = np.ones(n_samples, net.dtype) if sw is None else np.ascontiguousarray(sw, dtype=net.dtype)
         try:
@@ -294,7 +307,7 @@ class _BaseMLP(BaseEstimator):
         weight = len(Y) if sw is None else sw.sum()
         sw = np.ones(len(Y), out.dtype) if sw is None else sw
         norm = float(np.dot(self._network.params[:self._network.n_coef], self._network.params[:self._network.n_coef]))
-        loss = (_output_loss(out, Y.astype(out.dtype), sw, self._network.out_code) * self._loss_scale()
+        loss = (_output_loss(out, Y.astype(out.dtype, copy=False), sw, self._network.out_code) * self._loss_scale()
                 + 0.5 * self.alpha * norm) / weight
         return self._score_output(out, Y, sw), float(loss)
 
@@ -305,22 +318,21 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------ predict
 
     def _forward(self, X):
-        """Network output for validated ``X`` (dense or sparse), chunk by chunk."""
+        """Network output for validated ``X`` (dense or sparse), chunk by chunk, under the caller's thread limit."""
         net = self._network
-        with _thread_limit(self.n_threads):
-            if not sp.issparse(X):
-                return net.forward(np.ascontiguousarray(X, dtype=net.dtype))
-            parts = [net.forward(X[s:s + PREDICT_CHUNK].toarray().astype(net.dtype, copy=False))
-                     for s in range(0, X.shape[0], PREDICT_CHUNK)]
-            return np.concatenate(parts)
+        if not sp.issparse(X):
+            return net.forward(np.ascontiguousarray(X, dtype=net.dtype))
+        parts = [net.forward(X[s:s + PREDICT_CHUNK].toarray().astype(net.dtype, copy=False))
+                 for s in range(0, X.shape[0], PREDICT_CHUNK)]
+        return np.concatenate(parts)
 
     def _forward_checked(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32), reset=False)
-        if sp.issparse(X):
-            X = X.tocsr()
+        X = _checked_csr(validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
+                                       reset=False))
         self._sync_network()
-        return self._forward(X)
+        with _thread_limit(self.n_threads):
+            return self._forward(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -355,12 +367,25 @@ class _BaseMLP(BaseEstimator):
     def _common_validation(self, X, y, reset, **kwargs):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                              dtype=(np.float64, np.float32), reset=reset, **kwargs)
-        if sp.issparse(X):
-            X = X.tocsr()  # left as it is (no int64 indices set on the caller's matrix): the trainer converts them
-        return X, y
+        return _checked_csr(X), y
 
     def _is_classifier(self):
         return isinstance(self, ClassifierMixin)
+
+
+def _checked_csr(X):
+    """A sparse ``X`` as canonical CSR, its index arrays verified: the gather kernel indexes with them unchecked."""
+    if not sp.issparse(X):
+        return X
+    X = X.tocsr()
+    try:
+        X.check_format(full_check=True)
+    except ValueError as exc:
+        raise ValueError(f"X is a malformed sparse matrix: {exc}") from None
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()  # scipy sums duplicate entries (toarray does); the gather must see the same values
+    return X
 
 
 def _store_arguments(estimator, arguments):

@@ -39,6 +39,7 @@ _ESTIMATORS = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}
 _SCALARS = ("n_iter_", "t_", "loss_", "best_loss_", "best_validation_score_", "_no_improvement_count",
             "n_features_in_", "n_outputs_", "n_layers_", "out_activation_")
 _LISTS = ("loss_curve_", "validation_scores_", "validation_loss_curve_")
+_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
 
 def save(model, path) -> None:
@@ -46,6 +47,7 @@ def save(model, path) -> None:
     scaler, est = _split_pipeline(model)
     if not hasattr(est, "_network"):
         raise ValueError(f"{type(est).__name__} is not fitted: call fit before save")
+    est._sync_network()  # arrays assigned to coefs_ / intercepts_ are part of the model
     net = est._network
     meta = {"format": FORMAT, "version": VERSION, "estimator": type(est).__name__,
             "params": _json_params(est.get_params()), "dtype": net.dtype.name, "layer_units": list(net.layer_units),
@@ -70,7 +72,7 @@ def save(model, path) -> None:
         meta["optimizer"] = {"kind": type(opt).__name__, "learning_rate": opt.learning_rate, "t": opt.t}
         arrays.update({f"opt_{k}": v for k, v in opt.arrays().items()})
     if hasattr(est, "_rng"):
-        meta["rng"] = est._rng.bit_generator.state
+        meta["rng"] = _json_tree(est._rng.bit_generator.state)  # names its bit generator: PCG64, MT19937, ...
     if scaler is not None:
         if not hasattr(scaler, "n_features_in_"):
             raise ValueError("the Pipeline's StandardScaler is not fitted: fit the pipeline before save")
@@ -221,8 +223,12 @@ def _rebuild(meta, arrays):
         est._best_params = arrays["best_params"]
     est._optimizer = _rebuild_optimizer(meta.get("optimizer"), est, net, arrays)
     if "rng" in meta:
-        est._rng = np.random.default_rng()
-        est._rng.bit_generator.state = meta["rng"]
+        kind = meta["rng"].get("bit_generator")
+        if kind not in _BIT_GENERATORS:
+            raise ValueError(f"unknown random bit generator {kind!r} in the metadata: expected one of {_BIT_GENERATORS}")
+        bit_generator = getattr(np.random, kind)()
+        bit_generator.state = meta["rng"]  # numpy takes the lists JSON gives back
+        est._rng = np.random.Generator(bit_generator)
     if not meta.get("scaler"):
         return est
     flags = meta["scaler"] if isinstance(meta["scaler"], dict) else {}
@@ -269,7 +275,7 @@ def _json_params(params):
     for key, value in params.items():
         if key in ("callbacks",) or isinstance(value, (np.random.RandomState, np.random.Generator)):
             continue  # code and live generators are not data; their state is saved separately
-        out[key] = list(value) if isinstance(value, tuple) else _json_scalar(value)
+        out[key] = _json_tree(value)
     return out
 
 
@@ -281,6 +287,15 @@ def _restore_params(params, cls):
     if unknown:
         raise ValueError(f"unknown parameters {sorted(unknown)} in the metadata")
     return {k: tuple(v) if k == "hidden_layer_sizes" and isinstance(v, list) else v for k, v in params.items()}
+
+
+def _json_tree(value):
+    """``value`` with numpy scalars and arrays turned into JSON's numbers and lists, recursively."""
+    if isinstance(value, dict):
+        return {k: _json_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_tree(v) for v in value]
+    return _json_scalar(value)
 
 
 def _json_scalar(value):

@@ -85,8 +85,9 @@ def _bias_activation(Z, b, code):
         for i in range(n):
             for j in range(m):
                 v = Z[i, j] + b[j]
-                bad += 0 if abs(v) <= big else 1
-                Z[i, j] = np.exp(v)
+                e = np.exp(v)
+                bad += 0 if abs(v) <= big and e <= big else 1  # an overflow of exp counts too
+                Z[i, j] = e
     elif code == SOFTMAX:
         single = Z.itemsize == 4  # float32: the vectorizable exp; float64 keeps np.exp's precision
         for i in range(n):
@@ -246,7 +247,7 @@ def affine_forward(X, W, b, activation="identity", out=None):
     X = check_matrix(X, "X")
     W = check_matrix(W, "W", rows=X.shape[1], dtype=X.dtype, rows_of="X.shape[1]")
     b = check_vector(b, "b", length=W.shape[1], dtype=X.dtype, length_of="W.shape[1]")
-    out = check_out(out, "out", (X.shape[0], W.shape[1]), X.dtype)
+    out = check_out(out, "out", (X.shape[0], W.shape[1]), X.dtype, inputs={"X": X, "W": W, "b": b})
     if not _affine_forward(X, W, b, code, out):
         raise ValueError("affine_forward: X, W or b contains NaN or infinity (or X @ W + b overflowed); expected finite values")
     return out

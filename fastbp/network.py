@@ -123,7 +123,7 @@ def gradients(coefs, intercepts, X, Y, activation="relu", out_activation="softma
         2-D targets: one-hot for softmax, 0/1 for logistic.
     activation, out_activation : str
     alpha : float
-        L2 penalty: adds ``0.5 * alpha * sum ||W||^2 / n_samples``.
+        L2 penalty: adds ``0.5 * alpha * sum ||W||^2 / sum(sample_weight)`` (``/ n_samples`` unweighted).
     sample_weight : ndarray (n_samples,), optional
 
     Returns

@@ -34,11 +34,13 @@ def affine_forward(X, W, b, activation="identity", out=None):
     X = check_matrix(X, "X")
     W = check_matrix(W, "W", rows=X.shape[1], dtype=X.dtype, rows_of="X.shape[1]")
     b = check_vector(b, "b", length=W.shape[1], dtype=X.dtype, length_of="W.shape[1]")
-    out = check_out(out, "out", (X.shape[0], W.shape[1]), X.dtype)
+    out = check_out(out, "out", (X.shape[0], W.shape[1]), X.dtype, inputs={"X": X, "W": W, "b": b})
     Z = np.dot(X, W) + b
     if not np.isfinite(Z).all():
         raise ValueError("affine_forward: X, W or b contains NaN or infinity (or X @ W + b overflowed); expected finite values")
     out[...] = _activate(Z, activation)
+    if activation == "exp" and not np.isfinite(out).all():
+        raise ValueError("affine_forward: X, W or b contains NaN or infinity (or X @ W + b overflowed); expected finite values")
     return out
 
 

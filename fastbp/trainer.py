@@ -70,10 +70,11 @@ class Trainer:
         acts, deltas, act_off = net.workspace(self.batch_size)
         state_1, state_2 = opt.state()
         solver, lr, momentum, nesterov, beta_1, beta_2, epsilon = hyper_parameters(opt, net.dtype)
+        _check_epoch_inputs(net, X, Y, sample_weight, order)
         if self._rows_of is not X:  # convert a sparse matrix's indices once per fit, not per epoch
             self._rows_of, self._rows = X, _row_source(X, net.dtype)
         X, csr = self._rows
-        total, opt.t, finite = _train_epoch(
+        total, t, finite = _train_epoch(
             X, csr, Y, sample_weight, order, self.batch_size, net.params, self.grad, state_1, state_2,
             net.sizes, net.coef_off, net.icpt_off, net.n_coef, self.xbuf, self.ybuf, self.swbuf,
             acts, deltas, act_off, net.hidden_code, net.out_code, solver, lr, momentum, nesterov,
@@ -83,10 +84,11 @@ class Trainer:
         finite = finite and all(_all_finite(a) for a in self._state_arrays())
         if not finite:
             for saved, live in zip(self._saved, self._state_arrays()):
-                np.copyto(live, saved)
+                np.copyto(live, saved)  # and opt.t keeps its value from the start of the epoch
             raise TrainingDivergedError(
                 "training diverged: the loss became NaN or infinite, so the weights were restored to their "
                 f"last finite values; lower learning_rate_init (now {opt.learning_rate:g}) or scale the inputs")
+        opt.t = t
         return total / order.size
 
 
@@ -159,3 +161,21 @@ def _row_source(X, dtype):
     if hasattr(X, "indptr"):
         return np.empty((1, 1), dtype), (X.data, X.indices.astype(np.int64, copy=False), X.indptr.astype(np.int64, copy=False))
     return X, (np.empty(0, dtype), no_index, no_index)
+
+
+def _check_epoch_inputs(net, X, Y, sample_weight, order):
+    """What the epoch kernel indexes without checks: shapes, dtypes and row indices against the network."""
+    n_rows = X.shape[0]
+    n_in, n_out = net.layer_units[0], net.layer_units[-1]
+    if X.ndim != 2 or X.shape[1] != n_in or X.dtype != net.dtype:
+        raise ValueError(f"X is {X.dtype} of shape {X.shape}: expected {net.dtype} with {n_in} columns")
+    if Y.shape != (n_rows, n_out) or Y.dtype != net.dtype or not Y.flags.c_contiguous:
+        raise ValueError(f"Y is {Y.dtype} of shape {Y.shape}: expected a C-contiguous {net.dtype} array of shape "
+                         f"{(n_rows, n_out)}")
+    if sample_weight.shape != (n_rows,) or sample_weight.dtype != net.dtype:
+        raise ValueError(f"sample_weight is {sample_weight.dtype} of shape {sample_weight.shape}: expected "
+                         f"{net.dtype} of shape {(n_rows,)}")
+    if not hasattr(X, "indptr") and not X.flags.c_contiguous:
+        raise ValueError("X must be C-contiguous")
+    if order.ndim != 1 or order.size == 0 or order.min() < 0 or order.max() >= n_rows:
+        raise ValueError(f"order must be a non-empty 1-D array of row indices in [0, {n_rows})")

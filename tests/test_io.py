@@ -910,3 +910,33 @@ def test_fuzz_bases_are_valid(fuzz_bases):
     folder, bases = fuzz_bases
     for data in bases.values():
         assert _check_malformed(folder, data) == "loaded"
+
+
+def test_assigned_coefs_are_saved(tmp_path):
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    model = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(X, y)
+    model.coefs_[0] = np.zeros_like(model.coefs_[0])
+    save(model, tmp_path / "m.npz")
+    assert not load(tmp_path / "m.npz").coefs_[0].any()
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.MT19937, np.random.Philox, np.random.SFC64])
+def test_any_numpy_bit_generator_resumes_exactly(tmp_path, bit_generator):
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+
+    def make():
+        return MLPClassifier(hidden_layer_sizes=(np.int64(4),), solver="sgd", random_state=np.random.Generator(
+            bit_generator(0)))
+
+    a, b = make(), make()
+    for m in (a, b):
+        m.partial_fit(X, y, classes=[0, 1, 2])
+    save(a, tmp_path / "m.npz")
+    c = load(tmp_path / "m.npz")
+    b.partial_fit(X, y)
+    c.partial_fit(X, y)
+    assert np.array_equal(b._network.params, c._network.params)

@@ -618,7 +618,7 @@ OUTPUT_BAD = [
      r"out_activation must be one of \('identity', 'logistic', 'softmax', 'exp'\), got 'relu'"),
     ("Z-int", "output_activation", dict(Z=np.ones((2, 2), np.int64)), ValueError,
      r"Z has dtype int64: expected float32 or float64"),
-    ("Z-1d", "output_activation", dict(Z=np.ones(3)), ValueError, r"Z must be 2-D, got shape \(3,\)"),
+    ("Z-1d", "output_activation", dict(Z=np.ones(3)), ValueError, r"Z must be 2-D with at least one row and column, got shape \(3,\)"),
     ("Z-non-contiguous", "output_activation", dict(Z=np.ones((3, 2)).T), ValueError, r"Z must be C-contiguous"),
     ("Z-read-only", "output_activation", dict(Z=_read_only((2, 2))), ValueError, r"Z is read-only"),
     ("Z-list", "output_activation", dict(Z=[[1.0]]), TypeError, r"Z must be a numpy array, got list"),
@@ -648,6 +648,8 @@ OUTPUT_BAD = [
     ("delta-buffer-read-only", "output_delta", dict(delta=_read_only((5, 2))), ValueError, r"delta is read-only"),
     ("delta-sw-length", "output_delta", dict(sample_weight=np.ones(6)), ValueError,
      r"sample_weight has shape \(6,\): expected \(5,\)"),
+    ("Z-no-columns", "output_activation", dict(Z=np.empty((3, 0))), ValueError,
+     r"Z must be 2-D with at least one row and column, got shape \(3, 0\)"),
     ("Z-nan", "output_activation", dict(Z=_with(np.zeros((2, 2)), (0, 1), np.nan)), ValueError,
      r"Z contains NaN or infinity"),
     ("loss-sw-nan", "output_loss", dict(sample_weight=[1, np.nan, 1, 1, 1]), ValueError,
@@ -706,3 +708,26 @@ def test_float32_softmax_exp_is_accurate_and_safe():
     assert 0 <= _exp_nonpositive(np.float32(-1e4)) < 2e-38
     for odd in (np.nan, -np.inf, np.inf):
         _exp_nonpositive(np.float32(odd))  # must return (any value), never read outside its table
+
+
+@MODULES
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_buffers_may_not_overlap_inputs(mod, dtype):
+    """BLAS reads its operands while writing the product: an aliased buffer would give a wrong result silently."""
+    X = np.ones((4, 4), dtype)
+    W = np.ones((4, 4), dtype)
+    b = np.zeros(4, dtype)
+    with pytest.raises(ValueError, match="out overlaps X"):
+        mod.affine_forward(X, W, b, "relu", out=X)
+    dY, dW, db = np.ones((4, 4), dtype), np.empty((4, 4), dtype), np.empty(4, dtype)
+    with pytest.raises(ValueError, match="dX overlaps dY"):
+        mod.affine_backward(X, W, dY, dY, dW, db)
+    with pytest.raises(ValueError, match="dW overlaps X"):
+        mod.affine_backward(X, W, dY, None, X, db)
+
+
+@MODULES
+def test_exp_output_overflow_is_an_error(mod):
+    X = np.full((2, 2), 60.0, np.float32)
+    with pytest.raises(ValueError, match="overflowed"):
+        mod.affine_forward(X, np.ones((2, 2), np.float32), np.zeros(2, np.float32), "exp")

@@ -383,3 +383,66 @@ def test_inputs_are_not_modified():
         warnings.simplefilter("ignore")
         _reg(solver="sgd").fit(X, Y_REG).predict(X)
     assert np.array_equal(X, X_copy) and np.array_equal(Y_REG, Y_copy)
+
+
+# ----------------------------------------------------------------------------- review follow-ups
+
+def _iris():
+    from sklearn.datasets import load_iris
+
+    return load_iris(return_X_y=True)
+
+
+def test_malformed_sparse_input_is_refused_not_indexed():
+    import scipy.sparse as sp
+
+    X, y = _iris()
+    S = sp.csr_matrix(X)
+    S.indices = S.indices.copy()
+    S.indices[3] = 7  # a column past the 4 features: the gather kernel must never see it
+    with pytest.raises(ValueError, match="malformed sparse matrix"):
+        MLPClassifier(hidden_layer_sizes=(4,), solver="sgd", max_iter=1).fit(S, y)
+
+
+def test_sparse_duplicate_entries_train_like_their_sum():
+    import scipy.sparse as sp
+
+    X, y = _iris()
+    data, indices, indptr = [], [], [0]
+    for row in X:  # every stored value split into two entries of the same column: legal, not canonical
+        cols = np.flatnonzero(row)
+        indices += [*cols, *cols]
+        data += [*(row[cols] / 2), *(row[cols] / 2)]
+        indptr.append(len(indices))
+    twice = sp.csr_matrix((np.array(data), np.array(indices), np.array(indptr)), shape=X.shape)
+    assert not twice.has_canonical_format
+    make = lambda: MLPClassifier(hidden_layer_sizes=(4,), solver="sgd", max_iter=3, random_state=0)  # noqa: E731
+    np.testing.assert_allclose(make().fit(twice, y).coefs_[0], make().fit(X, y).coefs_[0], rtol=1e-12)
+
+
+def test_divergence_leaves_the_step_count_of_the_epoch_start():
+    X, y = _iris()
+    X = X.astype(np.float32)
+    # batches of 16: the failing epoch takes steps before its loss overflows, and those must not count
+    model = MLPClassifier(hidden_layer_sizes=(8,), solver="sgd", batch_size=16, max_iter=1, random_state=0)
+    model.partial_fit(X, y, classes=[0, 1, 2])
+    model._optimizer.learning_rate = 1e6  # the next epochs overflow float32
+    steps = model._optimizer.t
+    with pytest.raises(TrainingDivergedError):
+        for _ in range(20):
+            model.partial_fit(X * 1e3, y)
+            steps = model._optimizer.t
+    assert model._optimizer.t == steps
+
+
+def test_n_threads_in_two_threads_restores_the_thread_count():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return sorted(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+
+    before = blas_threads()
+    X, y = _iris()
+    models = [MLPClassifier(hidden_layer_sizes=(16,), max_iter=30, n_threads=n, random_state=0) for n in (1, 2)]
+    _run_in_threads(lambda: models[0].fit(X, y), lambda: models[1].fit(X, y))
+    assert blas_threads() == before
