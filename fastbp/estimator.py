@@ -19,7 +19,7 @@ import scipy.optimize
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
+from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils._param_validation import Interval, Options, StrOptions
@@ -478,10 +478,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return Y
 
     def _score_output(self, out, Y, sw):
-        return accuracy_score(self._labels(Y), self._labels(out), sample_weight=sw)
+        # Accuracy as accuracy_score defines it (exact match of every label of a row), computed directly:
+        # it runs after every epoch when early stopping, and the metric's input checks cost more than the epoch.
+        hits = self._labels(out) == self._labels(Y)
+        return float(np.average(hits if hits.ndim == 1 else hits.all(axis=1), weights=sw))
 
     def _labels(self, out):
-        return self._label_binarizer.inverse_transform(out.ravel() if self.n_outputs_ == 1 else out)
+        """Labels from network outputs, as ``LabelBinarizer.inverse_transform`` (argmax, or threshold 0.5)."""
+        y_type = self._label_binarizer.y_type_
+        if y_type == "multiclass":
+            return self.classes_.take(out.argmax(axis=1))
+        if y_type == "binary":
+            if self.classes_.shape[0] == 1:  # a single class seen: it is every prediction
+                return np.repeat(self.classes_, out.shape[0])
+            return self.classes_.take((out.ravel() > 0.5).astype(np.intp))
+        return self._label_binarizer.inverse_transform(out)
 
     def predict(self, X):
         """Predicted class labels."""
