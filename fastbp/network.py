@@ -54,10 +54,6 @@ class Network:
         self.intercepts = [params[o:o + b] for o, b in zip(self.icpt_off, fan_out)]
         self._workspaces = {}
 
-    @property
-    def n_layers(self) -> int:
-        return len(self.layer_units)
-
     def initialize(self, rng: np.random.Generator) -> None:
         """scikit-learn's Glorot-uniform initialisation (factor 2 for logistic, 6 otherwise)."""
         factor = 2.0 if self.activation == "logistic" else 6.0

@@ -23,6 +23,7 @@ class SGDOptimizer:
     """
 
     solver = SGD
+    beta_1 = beta_2 = epsilon = 0.0  # Adam's; unused by the SGD step
 
     def __init__(self, n_params, dtype, learning_rate_init=0.1, lr_schedule="constant", momentum=0.9,
                  nesterov=False, power_t=0.5):
@@ -71,7 +72,7 @@ class AdamOptimizer:
     """
 
     solver = ADAM
-    momentum = 0.0
+    momentum = 0.0  # SGD's; unused by the Adam step
     nesterov = False
 
     def __init__(self, n_params, dtype, learning_rate_init=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
@@ -102,8 +103,5 @@ class AdamOptimizer:
 def hyper_parameters(optimizer, dtype):
     """The scalars the epoch kernel takes, in the parameters' dtype (so float32 stays float32)."""
     cast = np.dtype(dtype).type
-    beta_1 = getattr(optimizer, "beta_1", 0.9)
-    beta_2 = getattr(optimizer, "beta_2", 0.999)
-    epsilon = getattr(optimizer, "epsilon", 1e-8)
     return (optimizer.solver, cast(optimizer.learning_rate), cast(optimizer.momentum), bool(optimizer.nesterov),
-            cast(beta_1), cast(beta_2), cast(epsilon))
+            cast(optimizer.beta_1), cast(optimizer.beta_2), cast(optimizer.epsilon))
