@@ -12,9 +12,9 @@ from numba import njit
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
 # nogil: two Python threads may train at once.  cache: a second process loads
-# the compiled kernels from disk instead of recompiling them.  No kernel uses
-# ``parallel=True``, so no threading layer is involved and concurrent calls are
-# safe; multi-core speed comes from the BLAS behind ``np.dot``.
+# the compiled kernels from disk instead of recompiling them.  Only the loop over
+# a batch's row chunks (fastbp.step._chunks_parallel) uses ``parallel=True``;
+# fastbp._threads decides when it runs and keeps BLAS single-threaded meanwhile.
 JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": set(FASTMATH_FLAGS), "error_model": "numpy"}
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -32,6 +32,11 @@ IDENTITY, RELU, LOGISTIC, TANH, SOFTMAX, EXP = range(6)
 def jit(func):
     """Compile ``func`` with the project's Numba options."""
     return njit(**JIT_OPTIONS)(func)
+
+
+def jit_parallel(func):
+    """Compile ``func`` with the project's options plus ``parallel``, for its ``prange`` loop."""
+    return njit(parallel=True, **JIT_OPTIONS)(func)
 
 
 def activation_code(name: str, allowed: tuple = ACTIVATIONS, what: str = "activation") -> int:

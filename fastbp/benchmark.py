@@ -332,8 +332,8 @@ class BlasOnly:
         self.net.initialize(np.random.default_rng(0))
         self.n_rows, self.batch, self.grad = n_rows, batch, np.empty_like(self.net.params)
         self.xbuf = np.random.default_rng(1).standard_normal(batch * units[0]).astype(dtype)
-        self.acts, self.deltas, self.act_off = self.net.workspace(batch)
-        self.deltas[:] = 1e-3
+        self.acts, self.act_off = self.net._activation_buffer(batch)
+        self.deltas = np.full_like(self.acts, 1e-3)
 
     def epoch(self):
         net = self.net

@@ -10,9 +10,18 @@ import numpy as np
 
 from ._config import ACTIVATIONS, OUT_ACTIVATIONS, activation_code
 from ._validation import check_matrix, check_sample_weight, check_vector
+from ._threads import chunked
 from .step import _loss_gradient, _predict
 
 PREDICT_CHUNK = 2048  # rows per forward chunk in predict: bounds memory at chunk * sum(widths)
+
+# Row chunks of a training batch (see fastbp._threads): at least CHUNK_ROWS rows
+# each, since smaller products gain nothing from the split (measured: batch 128
+# in two chunks is no faster than one); a power of two up to MAX_CHUNKS, so two
+# or four cores share them evenly; and their extra gradient buffers bounded.
+CHUNK_ROWS = 100
+MAX_CHUNKS = 8
+MAX_PARTIAL_BYTES = 64 << 20
 
 
 class Network:
@@ -62,12 +71,27 @@ class Network:
             coef[...] = rng.uniform(-bound, bound, coef.shape)
             intercept[...] = rng.uniform(-bound, bound, intercept.shape)
 
+    def chunk_count(self, rows: int) -> int:
+        """Row chunks a batch of ``rows`` rows is cut into; a function of the shapes only, never of threads."""
+        chunks = 1
+        while (2 * chunks <= MAX_CHUNKS and rows >= 2 * chunks * CHUNK_ROWS
+               and (2 * chunks - 1) * self.n_params * self.dtype.itemsize <= MAX_PARTIAL_BYTES):
+            chunks *= 2
+        return chunks
+
     def workspace(self, rows: int):
-        """``(acts, deltas, act_off)`` for batches of up to ``rows`` rows, allocated once and reused."""
+        """``(acts, deltas, act_off, partial)`` for batches of up to ``rows`` rows, allocated once and reused.
+
+        ``acts`` / ``deltas`` hold one row per chunk (:meth:`chunk_count`), each
+        with every layer's block for the chunk's rows at offsets ``act_off``;
+        ``partial`` holds the raw gradients of chunks 1, 2, ... (chunk 0 writes the result).
+        """
         ws = self._workspaces.get(rows)
         if ws is None:
-            acts, act_off = self._activation_buffer(rows)
-            ws = (acts, np.empty_like(acts), act_off)
+            chunks = self.chunk_count(rows)
+            acts, act_off = self._activation_buffer(-(-rows // chunks))
+            acts = np.empty((chunks, acts.size), self.dtype)
+            ws = (acts, np.empty_like(acts), act_off, np.empty((chunks - 1, self.n_params), self.dtype))
             if len(self._workspaces) >= 4:  # a few batch sizes (fits, full-batch gradients)
                 self._workspaces.pop(next(iter(self._workspaces)))
             self._workspaces[rows] = ws
@@ -94,10 +118,12 @@ class Network:
 
     def loss_gradient(self, X, Y, sample_weight, alpha, grad, loss_scale=1.0) -> float:
         """Full-batch loss; the gradient is written into the flat ``grad`` (NaN loss if not finite)."""
-        acts, deltas, act_off = self.workspace(X.shape[0])
-        return _loss_gradient(self.params, grad, self.sizes, self.coef_off, self.icpt_off, self.n_coef,
-                              X, Y, sample_weight, acts, deltas, act_off, self.hidden_code, self.out_code,
-                              float(alpha), float(loss_scale))
+        acts, deltas, act_off, partial = self.workspace(X.shape[0])
+        chunk_out = np.empty((acts.shape[0], 2))
+        with chunked(acts.shape[0]) as parallel:
+            return _loss_gradient(self.params, grad, partial, self.sizes, self.coef_off, self.icpt_off, self.n_coef,
+                                  X, Y, sample_weight, acts, deltas, act_off, chunk_out, self.hidden_code,
+                                  self.out_code, float(alpha), float(loss_scale), parallel)
 
     def split(self, flat):
         """Per-layer ``(coef, intercept)`` views of a flat vector laid out like ``params``."""

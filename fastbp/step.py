@@ -13,11 +13,18 @@ The raw gradient left in ``grad`` by :func:`_backward` is ``X.T @ delta`` and
 scaling by ``1 / sum(sample_weight)`` and the L2 term ``alpha * W`` are applied
 exactly once: by :func:`_scale_gradient` for full-batch gradients, or fused
 into the optimizer update (one pass over the parameters instead of two).
+
+A batch is processed in row chunks (:func:`_batch_gradient`): each chunk has
+its own activation and gradient blocks, so the chunks may run on several
+threads; their losses and gradients are then summed in chunk order.  The chunk
+count comes from the batch size alone (``Network.chunk_count``), so one thread
+or many give bitwise the same result.
 """
 
 import numpy as np
+from numba import prange
 
-from ._config import jit
+from ._config import jit, jit_parallel
 from .kernels import _activation_backward, _bias_activation, _column_sums, _output_delta, _output_loss
 
 SGD, ADAM = 0, 1
@@ -178,13 +185,81 @@ def _gather(X, csr, Y, sw, order, start, stop, Xb, Yb, swb):
 
 
 @jit
-def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, state_1, state_2,
-                 sizes, coef_off, icpt_off, n_coef, xbuf, ybuf, swbuf, acts, deltas, act_off,
+def _chunk_gradient(c, n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
+                    acts, deltas, act_off, hidden_code, out_code, chunk_out):
+    """Forward, loss and raw gradient of row chunk ``c`` of ``n_chunks`` of a batch.
+
+    The batch is ``x_flat`` / ``y_flat`` (flattened C-order rows) and ``sw``.  Chunk
+    ``c`` works in ``acts[c]`` / ``deltas[c]``, writes its raw gradient into ``grad``
+    (chunk 0) or ``partial[c - 1]``, and its loss sum and finiteness into ``chunk_out[c]``.
+    """
+    n = sw.size
+    n_in, n_out = sizes[0], sizes[sizes.size - 1]
+    lo, hi = n * c // n_chunks, n * (c + 1) // n_chunks
+    X0 = _block(x_flat, lo * n_in, hi - lo, n_in)
+    Y0 = _block(y_flat, lo * n_out, hi - lo, n_out)
+    a, d = acts[c], deltas[c]
+    finite = _forward(params, sizes, coef_off, icpt_off, X0, a, act_off, hidden_code, out_code)
+    chunk_out[c, 0] = _loss_and_delta(sizes, Y0, sw[lo:hi], a, d, act_off, out_code)
+    chunk_out[c, 1] = 1.0 if finite else 0.0
+    _backward(params, grad if c == 0 else partial[c - 1], sizes, coef_off, icpt_off, X0, a, d, act_off, hidden_code)
+
+
+@jit
+def _chunks_serial(n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
+                   acts, deltas, act_off, hidden_code, out_code, chunk_out):
+    for c in range(n_chunks):
+        _chunk_gradient(c, n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
+                        acts, deltas, act_off, hidden_code, out_code, chunk_out)
+
+
+@jit_parallel
+def _chunks_parallel(n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
+                     acts, deltas, act_off, hidden_code, out_code, chunk_out):
+    for c in prange(n_chunks):
+        _chunk_gradient(c, n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
+                        acts, deltas, act_off, hidden_code, out_code, chunk_out)
+
+
+@jit
+def _batch_gradient(parallel, params, grad, partial, sizes, coef_off, icpt_off, X, Y, sw,
+                    acts, deltas, act_off, hidden_code, out_code, chunk_out):
+    """Raw gradient of the batch (X, Y, sw) into ``grad``; returns ``(loss sum, all finite)``.
+
+    The batch is split into ``acts.shape[0]`` row chunks (fewer if it has fewer rows),
+    run on Numba's threads when ``parallel``; losses and gradients are summed in chunk order.
+    """
+    n = sw.size
+    n_chunks = min(acts.shape[0], n)
+    x_flat, y_flat = X.reshape(X.size), Y.reshape(Y.size)
+    if parallel and n_chunks > 1:
+        _chunks_parallel(n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
+                         acts, deltas, act_off, hidden_code, out_code, chunk_out)
+    else:
+        _chunks_serial(n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
+                       acts, deltas, act_off, hidden_code, out_code, chunk_out)
+    loss = 0.0
+    finite = True
+    for c in range(n_chunks):
+        loss += chunk_out[c, 0]
+        finite = finite and chunk_out[c, 1] != 0.0
+    for c in range(1, n_chunks):
+        part = partial[c - 1]
+        for k in range(grad.size):
+            grad[k] += part[k]
+    return loss, finite
+
+
+@jit
+def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, partial, state_1, state_2,
+                 sizes, coef_off, icpt_off, n_coef, xbuf, ybuf, swbuf, acts, deltas, act_off, chunk_out,
                  hidden_code, out_code, solver, lr, momentum, nesterov, beta_1, beta_2, epsilon,
-                 alpha, loss_scale, t):
+                 alpha, loss_scale, t, parallel):
     """One epoch of minibatch training over the rows ``order`` of (X, Y, sw).
 
     ``X`` is dense, or a placeholder when ``csr`` holds a CSR matrix (see :func:`_gather`).
+    Each batch's gradient comes from :func:`_batch_gradient` (row chunks, on
+    Numba's threads when ``parallel``).
 
     Returns ``(sum over batches of batch_loss * batch_rows, t, finite)``; on the
     first batch whose loss is not finite it stops before updating and returns
@@ -206,11 +281,10 @@ def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, state_1, state_
             weight += swb[r]
         if weight <= zero:
             continue  # every row weighs 0: nothing to learn, and 1 / weight would be infinite
-        finite = _forward(params, sizes, coef_off, icpt_off, Xb, acts, act_off, hidden_code, out_code)
-        data_loss = _loss_and_delta(sizes, Yb, swb, acts, deltas, act_off, out_code)
+        data_loss, finite = _batch_gradient(parallel, params, grad, partial, sizes, coef_off, icpt_off, Xb, Yb,
+                                            swb, acts, deltas, act_off, hidden_code, out_code, chunk_out)
         if not (finite and np.isfinite(data_loss)):
             return total, t, False
-        _backward(params, grad, sizes, coef_off, icpt_off, Xb, acts, deltas, act_off, hidden_code)
         scale = params.dtype.type(1) / weight
         t += 1
         if solver == ADAM:
@@ -225,14 +299,13 @@ def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, state_1, state_
 
 
 @jit
-def _loss_gradient(params, grad, sizes, coef_off, icpt_off, n_coef, X, Y, sw, acts, deltas, act_off,
-                   hidden_code, out_code, alpha, loss_scale):
+def _loss_gradient(params, grad, partial, sizes, coef_off, icpt_off, n_coef, X, Y, sw, acts, deltas, act_off,
+                   chunk_out, hidden_code, out_code, alpha, loss_scale, parallel):
     """Full-batch loss and scaled gradient (for ``gradients`` and L-BFGS); NaN loss if not finite."""
-    finite = _forward(params, sizes, coef_off, icpt_off, X, acts, act_off, hidden_code, out_code)
-    data_loss = _loss_and_delta(sizes, Y, sw, acts, deltas, act_off, out_code)
+    data_loss, finite = _batch_gradient(parallel, params, grad, partial, sizes, coef_off, icpt_off, X, Y, sw,
+                                        acts, deltas, act_off, hidden_code, out_code, chunk_out)
     if not (finite and np.isfinite(data_loss)):
         return np.nan
-    _backward(params, grad, sizes, coef_off, icpt_off, X, acts, deltas, act_off, hidden_code)
     weight = sw.sum()
     _scale_gradient(params, grad, n_coef, params.dtype.type(alpha), params.dtype.type(1) / weight)
     return (data_loss * loss_scale + 0.5 * alpha * _squared_norm(params, n_coef)) / weight

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .optim import hyper_parameters
+from ._threads import chunked
 from .kernels import _all_finite
 from .step import _train_epoch
 
@@ -52,6 +53,7 @@ class Trainer:
         self.xbuf = np.empty(self.batch_size * n_in, network.dtype)
         self.ybuf = np.empty(self.batch_size * n_out, network.dtype)
         self.swbuf = np.empty(self.batch_size, network.dtype)
+        self.chunk_out = np.empty((network.chunk_count(self.batch_size), 2))
         self._saved = [np.empty_like(a) for a in self._state_arrays()]
         self._rows_of = self._rows = None
 
@@ -67,18 +69,19 @@ class Trainer:
         net, opt = self.network, self.optimizer
         for saved, live in zip(self._saved, self._state_arrays()):
             np.copyto(saved, live)
-        acts, deltas, act_off = net.workspace(self.batch_size)
+        acts, deltas, act_off, partial = net.workspace(self.batch_size)
         state_1, state_2 = opt.state()
         solver, lr, momentum, nesterov, beta_1, beta_2, epsilon = hyper_parameters(opt, net.dtype)
         _check_epoch_inputs(net, X, Y, sample_weight, order)
         if self._rows_of is not X:  # convert a sparse matrix's indices once per fit, not per epoch
             self._rows_of, self._rows = X, _row_source(X, net.dtype)
         X, csr = self._rows
-        total, t, finite = _train_epoch(
-            X, csr, Y, sample_weight, order, self.batch_size, net.params, self.grad, state_1, state_2,
-            net.sizes, net.coef_off, net.icpt_off, net.n_coef, self.xbuf, self.ybuf, self.swbuf,
-            acts, deltas, act_off, net.hidden_code, net.out_code, solver, lr, momentum, nesterov,
-            beta_1, beta_2, epsilon, self.alpha, self.loss_scale, opt.t)
+        with chunked(acts.shape[0]) as parallel:
+            total, t, finite = _train_epoch(
+                X, csr, Y, sample_weight, order, self.batch_size, net.params, self.grad, partial, state_1, state_2,
+                net.sizes, net.coef_off, net.icpt_off, net.n_coef, self.xbuf, self.ybuf, self.swbuf,
+                acts, deltas, act_off, self.chunk_out, net.hidden_code, net.out_code, solver, lr, momentum,
+                nesterov, beta_1, beta_2, epsilon, self.alpha, self.loss_scale, opt.t, parallel)
         # The last step's update is only seen by the next forward: check the state
         # itself once per epoch, so a backup is never taken of non-finite values.
         finite = finite and all(_all_finite(a) for a in self._state_arrays())

@@ -1,0 +1,114 @@
+"""Who runs a batch's row chunks: Numba's threads, or the calling thread alone.
+
+Small layers (digits at batch 200 and width 100) leave most of a core idle: their
+products are too small for OpenBLAS to split them well over threads.  So a batch
+is cut into row chunks (:meth:`fastbp.network.Network.chunk_count`) that Numba's
+threads run side by side, each calling BLAS on one thread.  Three rules keep
+that safe:
+
+* **BLAS single-threaded meanwhile.**  Two threads each calling a threaded BLAS
+  would oversubscribe the cores, so the BLAS libraries are set to one thread for
+  the epoch and set back after it, under one process-wide lock (also held by an
+  estimator's ``n_threads`` limit).  The lock also means fastbp never launches
+  two parallel regions at once, which Numba's ``workqueue`` layer cannot do.
+* **After a fork, one thread.**  GNU OpenMP (Numba's ``omp`` layer) aborts a
+  forked child that uses it after the parent did, so a child of a process whose
+  thread pool had started runs its chunks one after another.
+* **Results do not depend on threads.**  Only the chunk count decides the
+  arithmetic, so the same fit gives bitwise the same weights on any number of
+  threads; threads only decide how fast.
+"""
+
+import os
+import threading
+from contextlib import contextmanager
+
+import numba
+from numba.np.ufunc import parallel as _numba_parallel
+from threadpoolctl import ThreadpoolController, threadpool_limits
+
+LOCK = threading.RLock()
+_local = threading.local()  # .cap: the n_threads of the estimator fitting in this thread
+_process_cap = None  # set by limit_process (fastbp.distributed.configure_worker)
+_forked_after_pool = False
+_blas = None
+
+
+def _after_fork_in_child():
+    global _forked_after_pool
+    _forked_after_pool = _forked_after_pool or bool(getattr(_numba_parallel, "_is_initialized", True))
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def limit_process(n_threads) -> None:
+    """At most ``n_threads`` threads per fit in this process from now on (None: no limit)."""
+    global _process_cap
+    _process_cap = n_threads
+
+
+@contextmanager
+def limit(n_threads):
+    """At most ``n_threads`` threads for the block in this thread: BLAS and chunk threads (None: no limit).
+
+    The BLAS limit is process-wide, so a block that sets one holds :data:`LOCK`:
+    two fits with ``n_threads`` in two threads run one after the other, each at
+    its own count, and the count in force before is restored after the last.
+    None takes no lock and skips ``threadpool_limits``, which inspects every
+    loaded library: milliseconds per call, more than a small ``predict`` takes.
+    """
+    if n_threads is None:
+        yield
+        return
+    before = getattr(_local, "cap", None)
+    with LOCK, threadpool_limits(limits=n_threads, user_api="blas"):
+        _local.cap = n_threads
+        try:
+            yield
+        finally:
+            _local.cap = before
+
+
+def chunk_threads(n_chunks: int) -> int:
+    """How many threads may run ``n_chunks`` row chunks in this thread now."""
+    if n_chunks <= 1 or _forked_after_pool:
+        return 1
+    caps = [c for c in (getattr(_local, "cap", None), _process_cap) if c is not None]
+    return max(1, min([n_chunks, numba.get_num_threads(), *caps]))
+
+
+def _blas_libraries():
+    """The loaded BLAS libraries, found once: inspecting them costs milliseconds."""
+    global _blas
+    if _blas is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS behind np.dot in nopython: make sure it is loaded)
+
+        _blas = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _blas
+
+
+@contextmanager
+def chunked(n_chunks: int):
+    """Yields whether this block's chunked steps run on Numba's threads.
+
+    When they do, every BLAS library is on one thread for the block, under
+    :data:`LOCK`, and Numba's thread count for this thread is the one allowed.
+    """
+    threads = chunk_threads(n_chunks)
+    if threads <= 1:
+        yield False
+        return
+    with LOCK:
+        libraries = _blas_libraries()
+        before = [lib.get_num_threads() for lib in libraries]
+        numba_before = numba.get_num_threads()
+        try:
+            for lib in libraries:
+                lib.set_num_threads(1)
+            numba.set_num_threads(threads)
+            yield True
+        finally:
+            numba.set_num_threads(numba_before)
+            for lib, n in zip(libraries, before):
+                lib.set_num_threads(n)
