@@ -83,22 +83,23 @@ def _peak_bytes(peer):
     return peak
 
 
-def test_no_allocation_per_step(digits):
-    """The traced peak of one epoch does not grow with its number of steps (N rows vs 4N, batch 32)."""
-    _, X, y, hidden, batch = digits
+@pytest.mark.parametrize("batch", [32, 200], ids=["one-chunk", "two-chunks"])
+def test_no_allocation_per_step(digits, batch):
+    """The traced peak of one epoch does not grow with its number of steps (N rows vs 4N)."""
+    _, X, y, hidden, _ = digits
     small = _peak_bytes(FastbpTrainer(X, y, hidden, batch))
     large = _peak_bytes(FastbpTrainer(np.tile(X, (4, 1)), np.tile(y, 4), hidden, batch))
-    print(f"\ntracemalloc peak of one epoch: {small} B at {len(X) // batch + 1} steps, "
+    print(f"\ntracemalloc peak of one epoch at batch {batch}: {small} B at {len(X) // batch + 1} steps, "
           f"{large} B at {4 * len(X) // batch + 1} steps")
     assert abs(large - small) <= 4096 and large <= 64 * 1024, (small, large)
 
 
 _NRT_COUNT = r"""
-import json, numpy as np
+import json, sys, numpy as np
 from numba.core.runtime import rtsys
 from fastbp.benchmark import FastbpTrainer, digits_case
-_, X, y, hidden, batch = digits_case()
-counts = []
+_, X, y, hidden, _ = digits_case()
+batch, counts = int(sys.argv[1]), []
 for reps in (1, 4):
     peer = FastbpTrainer(np.tile(X, (reps, 1)), np.tile(y, reps), hidden, batch)
     peer.epoch()
@@ -109,10 +110,12 @@ print(json.dumps(counts))
 """
 
 
-def test_no_nopython_allocation_per_step():
+@pytest.mark.parametrize("batch", [32, 200], ids=["one-chunk", "two-chunks"])
+def test_no_nopython_allocation_per_step(batch):
     """Numba's own allocation counter (NUMBA_NRT_STATS) gives the same count for an epoch of 4x the steps."""
     env = {**os.environ, "NUMBA_NRT_STATS": "1"}
-    out = subprocess.run([sys.executable, "-c", _NRT_COUNT], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", _NRT_COUNT, str(batch)], env=env, check=True, capture_output=True,
+                         text=True)
     small, large = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"\nnopython allocations per epoch: {small} at 57 steps, {large} at 225 steps")
+    print(f"\nnopython allocations per epoch at batch {batch}: {small} and {large} at 4x the steps")
     assert small == large, (small, large)

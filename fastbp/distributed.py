@@ -4,9 +4,9 @@ scikit-learn's ``GridSearchCV`` / ``RandomizedSearchCV`` fan their fits out with
 joblib; inside ``joblib.parallel_config(backend="dask")`` each fit becomes a
 task on a Dask worker.  Two things make that efficient for fastbp:
 
-* **One fit per core.**  Each fit runs its BLAS on ``n_threads`` threads
-  (default 1), so ``n_workers * threads_per_worker`` fits in flight never
-  oversubscribe the cores.  fastbp's kernels use no Numba thread pool.
+* **One fit per core.**  Each fit runs on ``n_threads`` threads (default 1),
+  BLAS and Numba's row-chunk threads alike, so ``n_workers * threads_per_worker``
+  fits in flight never oversubscribe the cores.
 * **Compile once per worker, not per task.**  Kernels are compiled with
   ``cache=True``; the plugin's warm-up loads (or compiles) them once when a
   worker starts, and every later task in that process reuses them.  Estimators
@@ -24,17 +24,18 @@ Example
 
 from threadpoolctl import threadpool_limits
 
+from ._threads import limit_process
+
 
 def configure_worker(n_threads: int = 1, warm: bool = True) -> float:
-    """Limit this process's BLAS to ``n_threads`` threads and warm the kernels up.
-
-    (fastbp's kernels run no Numba thread pool, so BLAS is the only one to limit.)
+    """Limit this process's fits to ``n_threads`` threads (BLAS and row chunks) and warm the kernels up.
 
     Returns the seconds the warm-up took (0 when ``warm`` is False).
     """
     if not isinstance(n_threads, int) or n_threads < 1:
         raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
     threadpool_limits(limits=n_threads)
+    limit_process(n_threads)
     if not warm:
         return 0.0
     from .warmup import warmup

@@ -4,13 +4,11 @@ Constructor parameters, defaults, fitted attributes and their meanings follow
 :mod:`sklearn.neural_network`; the differences are listed in README.  Beyond
 scikit-learn: ``callbacks`` (called after every epoch with an
 :class:`~fastbp.trainer.EpochInfo`, returning True to stop),
-``validation_loss_curve_`` and ``n_threads`` (BLAS threads during fit and
-predict, restored afterwards).
+``validation_loss_curve_`` and ``n_threads`` (threads during fit and predict,
+BLAS and Numba's row chunks, restored afterwards).
 """
 
-import threading
 import warnings
-from contextlib import contextmanager
 from functools import partial
 from numbers import Integral, Real
 
@@ -26,8 +24,8 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
-from threadpoolctl import threadpool_limits
 
+from ._threads import limit as limit_threads
 from .kernels import _output_loss
 from .network import PREDICT_CHUNK, Network
 from .optim import AdamOptimizer, SGDOptimizer
@@ -39,26 +37,6 @@ _STOCHASTIC_SOLVERS = ("sgd", "adam")
 # fit, dropped when a fit starts from scratch (so an lbfgs refit carries none).
 _STOPPING_STATE = ("loss_curve_", "validation_loss_curve_", "validation_scores_", "best_validation_score_",
                    "best_loss_", "_no_improvement_count", "_best_params")
-
-
-_BLAS_LIMIT_LOCK = threading.RLock()
-
-
-@contextmanager
-def _thread_limit(n_threads):
-    """Limit BLAS to ``n_threads`` threads for the block (None: leave them alone).
-
-    The limit is process-wide, so blocks that set one hold a lock: two fits with
-    ``n_threads`` in two threads run one after the other, each at its own count,
-    and the count in force before is restored after the last.  None takes no
-    lock and skips ``threadpool_limits``, which inspects every loaded library:
-    milliseconds per call, more than a small ``predict`` takes.
-    """
-    if n_threads is None:
-        yield
-        return
-    with _BLAS_LIMIT_LOCK, threadpool_limits(limits=n_threads, user_api="blas"):
-        yield
 
 
 def _check_solver(estimator):
@@ -124,7 +102,7 @@ class _BaseMLP(BaseEstimator):
             self._initialize(layer_units, X.dtype)
         else:
             self._check_resumable(layer_units, X.dtype)
-        with _thread_limit(self.n_threads):
+        with limit_threads(self.n_threads):
             if self.solver == "lbfgs":
                 self._fit_lbfgs(X, Y, sample_weight)
             else:
@@ -331,7 +309,7 @@ class _BaseMLP(BaseEstimator):
         X = _checked_csr(validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
                                        reset=False))
         self._sync_network()
-        with _thread_limit(self.n_threads):
+        with limit_threads(self.n_threads):
             return self._forward(X)
 
     def __sklearn_tags__(self):

@@ -113,6 +113,8 @@ THREAD_MODELS = [
     lambda: MLPClassifier((64,), solver="sgd", max_iter=5, batch_size=32, random_state=0, tol=0.0),
     lambda: MLPClassifier((64,), solver="adam", max_iter=5, batch_size=32, random_state=1, tol=0.0),
     lambda: MLPRegressor(hidden_layer_sizes=(64,), solver="adam", max_iter=5, batch_size=32, random_state=2, tol=0.0),
+    # row chunks on Numba's threads in both fits at once
+    lambda: MLPClassifier((64,), solver="adam", max_iter=5, batch_size=400, random_state=3, tol=0.0),
 ]
 
 
@@ -120,7 +122,8 @@ def _target(model):
     return Y_BIG if isinstance(model, MLPClassifier) else X_BIG[:, 0] * X_BIG[:, 1]
 
 
-@pytest.mark.parametrize("pair", [(0, 1), (1, 2), (0, 0)], ids=["sgd+adam", "clf+reg", "same-config"])
+@pytest.mark.parametrize("pair", [(0, 1), (1, 2), (0, 0), (3, 3), (0, 3)],
+                         ids=["sgd+adam", "clf+reg", "same-config", "chunked", "chunked+plain"])
 def test_concurrent_fits_match_sequential_fits(pair):
     sequential = [THREAD_MODELS[i]() for i in pair]
     for model in sequential:

@@ -1,0 +1,138 @@
+"""Row chunks: a batch split over threads gives the whole batch's gradient, bitwise the same on any thread count."""
+
+import multiprocessing
+
+import numba
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import fastbp.network as network_module
+from fastbp import MLPClassifier, MLPRegressor, TrainingDivergedError, _threads, gradients
+from fastbp.network import Network
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((700, 12))
+Y_CLASS = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+
+
+def _weights(model):
+    return [np.array(a) for a in list(model.coefs_) + list(model.intercepts_)]
+
+
+def _same_weights(a, b):
+    return all(u.dtype == v.dtype and np.array_equal(u, v) for u, v in zip(_weights(a), _weights(b)))
+
+
+def _blas_threads():
+    return sorted((p["filepath"], p["num_threads"]) for p in threadpool_info() if p["user_api"] == "blas")
+
+
+def test_chunk_count_depends_on_rows_and_model_size_only():
+    net = Network([64, 100, 10], "relu", "softmax", np.float32)
+    rows = (1, 32, 128, 199, 200, 399, 400, 799, 800, 10 ** 6)
+    assert [net.chunk_count(r) for r in rows] == [1, 1, 1, 1, 2, 2, 4, 4, 8, 8]
+    # 12.6M float64 parameters: one more gradient buffer would pass the 64 MiB bound
+    assert Network([3000, 4200, 10], "relu", "softmax", np.float64).chunk_count(10 ** 6) == 1
+
+
+def _problem(rows, out_activation, seed=1):
+    rng = np.random.default_rng(seed)
+    widths = [7, 9, 5, 4 if out_activation != "logistic" else 3]
+    coefs = [rng.uniform(-1, 1, (a, b)) for a, b in zip(widths[:-1], widths[1:])]
+    intercepts = [rng.uniform(-0.5, 0.5, b) for b in widths[1:]]
+    Xp = rng.standard_normal((rows, widths[0]))
+    if out_activation == "softmax":
+        Yp = np.eye(widths[-1])[rng.integers(0, widths[-1], rows)]
+    elif out_activation == "logistic":
+        Yp = rng.integers(0, 2, (rows, widths[-1])).astype(float)
+    else:
+        Yp = rng.standard_normal((rows, widths[-1]))
+    return coefs, intercepts, Xp, Yp, rng.uniform(0.2, 2.0, rows)
+
+
+@pytest.mark.parametrize("rows", [200, 201, 457, 1000])  # 2, 2, 4 and 8 chunks, even and uneven splits
+@pytest.mark.parametrize("activation,out_activation", [("relu", "softmax"), ("tanh", "logistic"),
+                                                       ("logistic", "identity")])
+def test_chunked_gradient_equals_the_one_chunk_gradient(monkeypatch, rows, activation, out_activation):
+    coefs, intercepts, Xp, Yp, sw = _problem(rows, out_activation)
+    assert Network([7, 9, 5, Yp.shape[1]], activation, out_activation, np.float64).chunk_count(rows) > 1
+    chunked = gradients(coefs, intercepts, Xp, Yp, activation, out_activation, 0.1, sw)
+    monkeypatch.setattr(network_module, "MAX_CHUNKS", 1)
+    whole = gradients(coefs, intercepts, Xp, Yp, activation, out_activation, 0.1, sw)
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=1e-12)
+    for got, want in zip(chunked[1] + chunked[2], whole[1] + whole[2]):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-14)
+
+
+def test_chunked_gradient_matches_central_differences():
+    coefs, intercepts, Xp, Yp, sw = _problem(457, "softmax")
+    _, coef_grads, intercept_grads = gradients(coefs, intercepts, Xp, Yp, "tanh", "softmax", 0.1, sw)
+    params, analytic = coefs + intercepts, coef_grads + intercept_grads
+    rng, h = np.random.default_rng(2), 1e-6
+    for array, grad in zip(params, analytic):
+        for idx in [tuple(rng.integers(0, s) for s in array.shape) for _ in range(4)]:
+            orig = array[idx]
+            array[idx] = orig + h
+            up = gradients(coefs, intercepts, Xp, Yp, "tanh", "softmax", 0.1, sw)[0]
+            array[idx] = orig - h
+            down = gradients(coefs, intercepts, Xp, Yp, "tanh", "softmax", 0.1, sw)[0]
+            array[idx] = orig
+            numeric = (up - down) / (2 * h)
+            assert abs(numeric - grad[idx]) <= 1e-6 * max(abs(numeric), 1e-3), (idx, numeric, grad[idx])
+
+
+MODELS = {
+    "sgd": lambda **kw: MLPClassifier((32,), solver="sgd", batch_size=200, max_iter=4, random_state=0, **kw),
+    "adam": lambda **kw: MLPClassifier((32, 16), batch_size=400, max_iter=4, random_state=0, **kw),
+    "lbfgs": lambda **kw: MLPRegressor(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=15, random_state=0, **kw),
+}
+
+
+def _fit(name, **kw):
+    model = MODELS[name](**kw)
+    return model.fit(X, Y_CLASS if isinstance(model, MLPClassifier) else X[:, 0] * X[:, 1])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_weights_do_not_depend_on_the_thread_count(monkeypatch, name):
+    used = []
+    chunk_threads = _threads.chunk_threads
+    monkeypatch.setattr(_threads, "chunk_threads", lambda n: used.append(chunk_threads(n)) or used[-1])
+    models = [_fit(name, n_threads=n) for n in (1, 2, None)]
+    assert _same_weights(models[0], models[1]) and _same_weights(models[0], models[2])
+    assert 1 in used
+    if numba.get_num_threads() > 1:
+        assert max(used) > 1, "the chunks never ran on several threads"
+
+
+def test_blas_thread_counts_are_restored_after_chunked_fits():
+    before = _blas_threads()
+    _fit("adam")
+    with pytest.raises(TrainingDivergedError):
+        MLPClassifier((32,), solver="sgd", batch_size=200, learning_rate_init=1e6, random_state=0).fit(X * 1e3, Y_CLASS)
+    assert _blas_threads() == before
+
+
+def test_process_limit_keeps_chunks_on_one_thread():
+    try:
+        _threads.limit_process(1)
+        assert _threads.chunk_threads(8) == 1
+    finally:
+        _threads.limit_process(None)
+    assert _threads.chunk_threads(1) == 1
+
+
+def _fit_weights_in_child(name):
+    return _weights(_fit(name)), _threads.chunk_threads(2)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
+def test_forked_child_of_a_threaded_parent_trains_on_one_thread():
+    parent = _fit("adam")  # starts Numba's thread pool here, which GNU OpenMP cannot reuse after a fork
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        weights, child_threads = pool.apply_async(_fit_weights_in_child, ("adam",)).get(timeout=120)
+    assert child_threads == 1
+    assert all(np.array_equal(a, b) for a, b in zip(weights, _weights(parent)))
