@@ -70,12 +70,12 @@ def limit(n_threads):
             _local.cap = before
 
 
-def chunk_threads(n_chunks: int) -> int:
-    """How many threads may run ``n_chunks`` row chunks in this thread now."""
+def chunk_threads(n_chunks: int, available: int | None = None) -> int:
+    """How many threads may run ``n_chunks`` row chunks in this thread now (``available``: Numba's count)."""
     if n_chunks <= 1 or _forked_after_pool:
         return 1
     caps = [c for c in (getattr(_local, "cap", None), _process_cap) if c is not None]
-    return max(1, min([n_chunks, numba.get_num_threads(), *caps]))
+    return max(1, min([n_chunks, numba.get_num_threads() if available is None else available, *caps]))
 
 
 def _blas_libraries():
@@ -93,22 +93,30 @@ def chunked(n_chunks: int):
     """Yields whether this block's chunked steps run on Numba's threads.
 
     When they do, every BLAS library is on one thread for the block, under
-    :data:`LOCK`, and Numba's thread count for this thread is the one allowed.
+    :data:`LOCK`, and Numba runs at most the allowed count in this thread.
+    Called once per epoch, so it touches only what it must: a few microseconds.
     """
-    threads = chunk_threads(n_chunks)
+    if n_chunks <= 1 or _forked_after_pool:
+        yield False
+        return
+    available = numba.get_num_threads()
+    threads = chunk_threads(n_chunks, available)
     if threads <= 1:
         yield False
         return
     with LOCK:
         libraries = _blas_libraries()
         before = [lib.get_num_threads() for lib in libraries]
-        numba_before = numba.get_num_threads()
         try:
-            for lib in libraries:
-                lib.set_num_threads(1)
-            numba.set_num_threads(threads)
+            for lib, n in zip(libraries, before):
+                if n != 1:
+                    lib.set_num_threads(1)
+            if threads < available:
+                numba.set_num_threads(threads)
             yield True
         finally:
-            numba.set_num_threads(numba_before)
+            if threads < available:
+                numba.set_num_threads(available)
             for lib, n in zip(libraries, before):
-                lib.set_num_threads(n)
+                if n != 1:
+                    lib.set_num_threads(n)

@@ -119,7 +119,7 @@ class Network:
     def loss_gradient(self, X, Y, sample_weight, alpha, grad, loss_scale=1.0) -> float:
         """Full-batch loss; the gradient is written into the flat ``grad`` (NaN loss if not finite)."""
         acts, deltas, act_off, partial = self.workspace(X.shape[0])
-        chunk_out = np.empty((acts.shape[0], 2))
+        chunk_out = np.empty((acts.shape[0], 4))
         with chunked(acts.shape[0]) as parallel:
             return _loss_gradient(self.params, grad, partial, self.sizes, self.coef_off, self.icpt_off, self.n_coef,
                                   X, Y, sample_weight, acts, deltas, act_off, chunk_out, self.hidden_code,

@@ -2,7 +2,7 @@
 
 These objects hold the policy and the state (velocities, moments, step count,
 the current learning rate); the arithmetic runs in nopython, fused into the
-training step (:func:`fastbp.step._sgd_update`, :func:`fastbp.step._adam_update`).
+training step (:func:`fastbp.step._update_segment`).
 State arrays are flat vectors laid out like the network's parameters.
 """
 

@@ -103,59 +103,47 @@ def _scale_gradient(params, grad, n_coef, alpha, scale):
 def _sgd_segment(params, grad, velocity, lo, hi, scale, alpha, lr, momentum, nesterov):
     """SGD on ``params[lo:hi]``; returns the sum of squares of the values before the step.
 
-    Two straight loops, one per momentum flavour, so that LLVM vectorizes them.
+    Two straight loops, one per momentum flavour, over slices indexed from 0: LLVM
+    vectorizes these, but not a ``range(lo, hi)`` loop whose ``lo`` is a computed
+    quotient (measured 9x slower).
     """
+    p, g_, vel = params[lo:hi], grad[lo:hi], velocity[lo:hi]
     norm = params.dtype.type(0)
     if nesterov:
-        for k in range(lo, hi):
-            w = params[k]
-            g = (grad[k] + alpha * w) * scale
-            v = momentum * velocity[k] - lr * g
-            velocity[k] = v
-            params[k] = w + (momentum * v - lr * g)
+        for k in range(p.size):
+            w = p[k]
+            g = (g_[k] + alpha * w) * scale
+            v = momentum * vel[k] - lr * g
+            vel[k] = v
+            p[k] = w + (momentum * v - lr * g)
             norm += w * w
     else:
-        for k in range(lo, hi):
-            w = params[k]
-            g = (grad[k] + alpha * w) * scale
-            v = momentum * velocity[k] - lr * g
-            velocity[k] = v
-            params[k] = w + v
+        for k in range(p.size):
+            w = p[k]
+            g = (g_[k] + alpha * w) * scale
+            v = momentum * vel[k] - lr * g
+            vel[k] = v
+            p[k] = w + v
             norm += w * w
     return norm
-
-
-@jit
-def _sgd_update(params, grad, velocity, n_coef, scale, alpha, lr, momentum, nesterov):
-    """scikit-learn's SGD step with the gradient scaling fused in; returns ``||W||^2`` before the step."""
-    norm = _sgd_segment(params, grad, velocity, 0, n_coef, scale, alpha, lr, momentum, nesterov)
-    _sgd_segment(params, grad, velocity, n_coef, params.size, scale, params.dtype.type(0), lr, momentum, nesterov)
-    return float(norm)
 
 
 @jit
 def _adam_segment(params, grad, m1, m2, lo, hi, scale, alpha, lr_t, beta_1, beta_2, epsilon):
+    """Adam on ``params[lo:hi]`` (slices indexed from 0, as in :func:`_sgd_segment`); returns ``||W||^2`` before."""
+    p, g_, a, b = params[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi]
     one = params.dtype.type(1)
     norm = params.dtype.type(0)
-    for k in range(lo, hi):
-        w = params[k]
-        g = (grad[k] + alpha * w) * scale
-        m = beta_1 * m1[k] + (one - beta_1) * g
-        v = beta_2 * m2[k] + (one - beta_2) * (g * g)
-        m1[k] = m
-        m2[k] = v
-        params[k] = w - lr_t * m / (np.sqrt(v) + epsilon)
+    for k in range(p.size):
+        w = p[k]
+        g = (g_[k] + alpha * w) * scale
+        m = beta_1 * a[k] + (one - beta_1) * g
+        v = beta_2 * b[k] + (one - beta_2) * (g * g)
+        a[k] = m
+        b[k] = v
+        p[k] = w - lr_t * m / (np.sqrt(v) + epsilon)
         norm += w * w
     return norm
-
-
-@jit
-def _adam_update(params, grad, m1, m2, n_coef, scale, alpha, lr_t, beta_1, beta_2, epsilon):
-    """scikit-learn's Adam step (``lr_t`` already bias-corrected); returns ``||W||^2`` before the step."""
-    norm = _adam_segment(params, grad, m1, m2, 0, n_coef, scale, alpha, lr_t, beta_1, beta_2, epsilon)
-    _adam_segment(params, grad, m1, m2, n_coef, params.size, scale, params.dtype.type(0), lr_t, beta_1, beta_2,
-                  epsilon)
-    return float(norm)
 
 
 @jit
@@ -185,69 +173,128 @@ def _gather(X, csr, Y, sw, order, start, stop, Xb, Yb, swb):
 
 
 @jit
-def _chunk_gradient(c, n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
-                    acts, deltas, act_off, hidden_code, out_code, chunk_out):
-    """Forward, loss and raw gradient of row chunk ``c`` of ``n_chunks`` of a batch.
+def _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
+                    partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
+    """Forward, loss and raw gradient of row chunk ``c`` of ``n_chunks`` of an ``n``-row batch.
 
-    The batch is ``x_flat`` / ``y_flat`` (flattened C-order rows) and ``sw``.  Chunk
-    ``c`` works in ``acts[c]`` / ``deltas[c]``, writes its raw gradient into ``grad``
-    (chunk 0) or ``partial[c - 1]``, and its loss sum and finiteness into ``chunk_out[c]``.
+    The batch is ``batch = (x, y, sw)``, flat C-order rows.  With ``gather`` these
+    are the buffers ``xbuf`` / ``ybuf`` / ``swbuf``, and the chunk first copies its
+    own rows ``order[start + lo:start + hi]`` of (X, Y, sw) there (see :func:`_gather`),
+    so that the copy runs on the thread, and lands in the cache, that uses it.
+    Without, ``batch`` may be read-only and the buffers are not touched.  Chunk ``c`` works in ``acts[c]`` / ``deltas[c]``, writes its
+    raw gradient into ``grad`` (chunk 0) or ``partial[c - 1]``, and its loss sum,
+    finiteness and weight sum into ``chunk_out[c, :3]``.
     """
-    n = sw.size
     n_in, n_out = sizes[0], sizes[sizes.size - 1]
     lo, hi = n * c // n_chunks, n * (c + 1) // n_chunks
-    X0 = _block(x_flat, lo * n_in, hi - lo, n_in)
-    Y0 = _block(y_flat, lo * n_out, hi - lo, n_out)
+    if gather:
+        _gather(X, csr, Y, sw, order, start + lo, start + hi, _block(xbuf, lo * n_in, hi - lo, n_in),
+                _block(ybuf, lo * n_out, hi - lo, n_out), swbuf[lo:hi])
+    x, y, w = batch
+    X0 = _block(x, lo * n_in, hi - lo, n_in)
+    Y0 = _block(y, lo * n_out, hi - lo, n_out)
+    sw0 = w[lo:hi]
+    weight = params.dtype.type(0)
+    for r in range(hi - lo):
+        weight += sw0[r]
     a, d = acts[c], deltas[c]
     finite = _forward(params, sizes, coef_off, icpt_off, X0, a, act_off, hidden_code, out_code)
-    chunk_out[c, 0] = _loss_and_delta(sizes, Y0, sw[lo:hi], a, d, act_off, out_code)
+    chunk_out[c, 0] = _loss_and_delta(sizes, Y0, sw0, a, d, act_off, out_code)
     chunk_out[c, 1] = 1.0 if finite else 0.0
+    chunk_out[c, 2] = weight
     _backward(params, grad if c == 0 else partial[c - 1], sizes, coef_off, icpt_off, X0, a, d, act_off, hidden_code)
 
 
 @jit
-def _chunks_serial(n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
-                   acts, deltas, act_off, hidden_code, out_code, chunk_out):
+def _chunks_serial(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
+                   sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
     for c in range(n_chunks):
-        _chunk_gradient(c, n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
-                        acts, deltas, act_off, hidden_code, out_code, chunk_out)
+        _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
+                        partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
 
 
 @jit_parallel
-def _chunks_parallel(n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
-                     acts, deltas, act_off, hidden_code, out_code, chunk_out):
+def _chunks_parallel(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
+                     sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
     for c in prange(n_chunks):
-        _chunk_gradient(c, n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
-                        acts, deltas, act_off, hidden_code, out_code, chunk_out)
+        _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
+                        partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
 
 
 @jit
-def _batch_gradient(parallel, params, grad, partial, sizes, coef_off, icpt_off, X, Y, sw,
-                    acts, deltas, act_off, hidden_code, out_code, chunk_out):
-    """Raw gradient of the batch (X, Y, sw) into ``grad``; returns ``(loss sum, all finite)``.
-
-    The batch is split into ``acts.shape[0]`` row chunks (fewer if it has fewer rows),
-    run on Numba's threads when ``parallel``; losses and gradients are summed in chunk order.
-    """
-    n = sw.size
-    n_chunks = min(acts.shape[0], n)
-    x_flat, y_flat = X.reshape(X.size), Y.reshape(Y.size)
+def _batch_gradient(parallel, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
+                    partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
+    """Raw gradient of chunk 0 into ``grad`` and of the others into ``partial``; returns
+    ``(loss sum, all finite, weight sum)`` summed in chunk order.  The chunks run on
+    Numba's threads when ``parallel``."""
     if parallel and n_chunks > 1:
-        _chunks_parallel(n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
-                         acts, deltas, act_off, hidden_code, out_code, chunk_out)
+        _chunks_parallel(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
+                         sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
     else:
-        _chunks_serial(n_chunks, params, grad, partial, sizes, coef_off, icpt_off, x_flat, y_flat, sw,
-                       acts, deltas, act_off, hidden_code, out_code, chunk_out)
+        _chunks_serial(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
+                       sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
     loss = 0.0
+    weight = 0.0
     finite = True
     for c in range(n_chunks):
         loss += chunk_out[c, 0]
         finite = finite and chunk_out[c, 1] != 0.0
-    for c in range(1, n_chunks):
-        part = partial[c - 1]
-        for k in range(grad.size):
-            grad[k] += part[k]
-    return loss, finite
+        weight += chunk_out[c, 2]
+    return loss, finite, weight
+
+
+@jit
+def _add_partials(grad, partial, n_partial, lo, hi):
+    """``grad[lo:hi] += partial[0][lo:hi] + ...``, in chunk order (slices, as in :func:`_sgd_segment`)."""
+    g = grad[lo:hi]
+    for c in range(n_partial):
+        part = partial[c][lo:hi]
+        for k in range(g.size):
+            g[k] += part[k]
+
+
+@jit
+def _step_range(solver, params, grad, state_1, state_2, lo, hi, scale, alpha, lr, momentum, nesterov,
+                beta_1, beta_2, epsilon):
+    if solver == ADAM:
+        return _adam_segment(params, grad, state_1, state_2, lo, hi, scale, alpha, lr, beta_1, beta_2, epsilon)
+    return _sgd_segment(params, grad, state_1, lo, hi, scale, alpha, lr, momentum, nesterov)
+
+
+@jit
+def _update_segment(s, n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha, lr,
+                    momentum, nesterov, beta_1, beta_2, epsilon, seg_out):
+    """Sum the chunks' gradients and take the optimizer step on segment ``s`` of ``n_seg`` of the coefficients
+    (the last segment also takes the intercepts); ``seg_out[s, 3]`` gets the segment's ``||W||^2`` before the step.
+
+    ``lr`` is Adam's bias-corrected rate, or SGD's rate.  Each segment stays on one thread, and the
+    optimizer state of a segment is only ever touched by it.
+    """
+    lo, hi = n_coef * s // n_seg, n_coef * (s + 1) // n_seg
+    _add_partials(grad, partial, n_partial, lo, hi)
+    norm = _step_range(solver, params, grad, state_1, state_2, lo, hi, scale, alpha, lr, momentum, nesterov,
+                       beta_1, beta_2, epsilon)
+    if s == n_seg - 1:
+        _add_partials(grad, partial, n_partial, n_coef, params.size)
+        _step_range(solver, params, grad, state_1, state_2, n_coef, params.size, scale, params.dtype.type(0), lr,
+                    momentum, nesterov, beta_1, beta_2, epsilon)
+    seg_out[s, 3] = norm
+
+
+@jit
+def _updates_serial(n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha, lr,
+                    momentum, nesterov, beta_1, beta_2, epsilon, seg_out):
+    for s in range(n_seg):
+        _update_segment(s, n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha,
+                        lr, momentum, nesterov, beta_1, beta_2, epsilon, seg_out)
+
+
+@jit_parallel
+def _updates_parallel(n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha, lr,
+                      momentum, nesterov, beta_1, beta_2, epsilon, seg_out):
+    for s in prange(n_seg):
+        _update_segment(s, n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha,
+                        lr, momentum, nesterov, beta_1, beta_2, epsilon, seg_out)
 
 
 @jit
@@ -258,41 +305,41 @@ def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, partial, state_
     """One epoch of minibatch training over the rows ``order`` of (X, Y, sw).
 
     ``X`` is dense, or a placeholder when ``csr`` holds a CSR matrix (see :func:`_gather`).
-    Each batch's gradient comes from :func:`_batch_gradient` (row chunks, on
-    Numba's threads when ``parallel``).
+    Each batch is cut into row chunks (:func:`_chunk_gradient`) and the update into
+    as many parameter segments (:func:`_update_segment`); both run on Numba's
+    threads when ``parallel``.
 
     Returns ``(sum over batches of batch_loss * batch_rows, t, finite)``; on the
     first batch whose loss is not finite it stops before updating and returns
     ``finite=False``.  ``t`` counts optimizer steps (Adam's bias correction).
     """
     n_rows = order.size
-    n_in, n_out = sizes[0], Y.shape[1]
     zero = params.dtype.type(0)
     total = 0.0
     for start in range(0, n_rows, batch_size):
-        stop = min(start + batch_size, n_rows)
-        nb = stop - start
-        Xb = _block(xbuf, 0, nb, n_in)
-        Yb = _block(ybuf, 0, nb, n_out)
-        swb = swbuf[:nb]
-        _gather(X, csr, Y, sw, order, start, stop, Xb, Yb, swb)
-        weight = zero
-        for r in range(nb):
-            weight += swb[r]
-        if weight <= zero:
+        nb = min(batch_size, n_rows - start)
+        k = min(acts.shape[0], nb)
+        data_loss, finite, weight = _batch_gradient(parallel, k, nb, True, X, csr, Y, sw, order, start, xbuf, ybuf,
+                                                    swbuf, (xbuf, ybuf, swbuf), params, grad, partial, sizes,
+                                                    coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code,
+                                                    chunk_out)
+        if not weight > 0.0:
             continue  # every row weighs 0: nothing to learn, and 1 / weight would be infinite
-        data_loss, finite = _batch_gradient(parallel, params, grad, partial, sizes, coef_off, icpt_off, Xb, Yb,
-                                            swb, acts, deltas, act_off, hidden_code, out_code, chunk_out)
         if not (finite and np.isfinite(data_loss)):
             return total, t, False
-        scale = params.dtype.type(1) / weight
+        scale = params.dtype.type(1.0 / weight)
         t += 1
-        if solver == ADAM:
-            lr_t = lr * np.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t)
-            norm = _adam_update(params, grad, state_1, state_2, n_coef, scale, alpha,
-                                params.dtype.type(lr_t), beta_1, beta_2, epsilon)
+        step_lr = lr * np.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t) if solver == ADAM else lr
+        step_lr = params.dtype.type(step_lr)
+        if parallel and k > 1:
+            _updates_parallel(k, solver, params, grad, partial, k - 1, state_1, state_2, n_coef, scale, alpha,
+                              step_lr, momentum, nesterov, beta_1, beta_2, epsilon, chunk_out)
         else:
-            norm = _sgd_update(params, grad, state_1, n_coef, scale, alpha, lr, momentum, nesterov)
+            _updates_serial(k, solver, params, grad, partial, k - 1, state_1, state_2, n_coef, scale, alpha,
+                            step_lr, momentum, nesterov, beta_1, beta_2, epsilon, chunk_out)
+        norm = 0.0
+        for s in range(k):
+            norm += chunk_out[s, 3]
         batch_loss = (data_loss * loss_scale + 0.5 * alpha * norm) / weight
         total += batch_loss * nb
     return total, t, True
@@ -302,10 +349,18 @@ def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, partial, state_
 def _loss_gradient(params, grad, partial, sizes, coef_off, icpt_off, n_coef, X, Y, sw, acts, deltas, act_off,
                    chunk_out, hidden_code, out_code, alpha, loss_scale, parallel):
     """Full-batch loss and scaled gradient (for ``gradients`` and L-BFGS); NaN loss if not finite."""
-    data_loss, finite = _batch_gradient(parallel, params, grad, partial, sizes, coef_off, icpt_off, X, Y, sw,
-                                        acts, deltas, act_off, hidden_code, out_code, chunk_out)
+    n = sw.size
+    k = min(acts.shape[0], n)
+    # No gather: the chunks read (X, Y, sw) in place; the gather arguments are unused placeholders.
+    no_rows, no_values = np.empty(0, np.int64), np.empty(0, params.dtype)
+    data_loss, finite, weight = _batch_gradient(parallel, k, n, False, X, (no_values, no_rows, no_rows), Y, sw,
+                                                no_rows, 0, no_values, no_values, no_values,
+                                                (X.reshape(X.size), Y.reshape(Y.size), sw), params, grad, partial,
+                                                sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code,
+                                                out_code, chunk_out)
     if not (finite and np.isfinite(data_loss)):
         return np.nan
+    _add_partials(grad, partial, k - 1, 0, grad.size)
     weight = sw.sum()
     _scale_gradient(params, grad, n_coef, params.dtype.type(alpha), params.dtype.type(1) / weight)
     return (data_loss * loss_scale + 0.5 * alpha * _squared_norm(params, n_coef)) / weight

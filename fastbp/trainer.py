@@ -53,7 +53,7 @@ class Trainer:
         self.xbuf = np.empty(self.batch_size * n_in, network.dtype)
         self.ybuf = np.empty(self.batch_size * n_out, network.dtype)
         self.swbuf = np.empty(self.batch_size, network.dtype)
-        self.chunk_out = np.empty((network.chunk_count(self.batch_size), 2))
+        self.chunk_out = np.empty((network.chunk_count(self.batch_size), 4))  # per chunk: loss, finite, weight, norm
         self._saved = [np.empty_like(a) for a in self._state_arrays()]
         self._rows_of = self._rows = None
 

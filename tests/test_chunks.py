@@ -100,7 +100,7 @@ def _fit(name, **kw):
 def test_weights_do_not_depend_on_the_thread_count(monkeypatch, name):
     used = []
     chunk_threads = _threads.chunk_threads
-    monkeypatch.setattr(_threads, "chunk_threads", lambda n: used.append(chunk_threads(n)) or used[-1])
+    monkeypatch.setattr(_threads, "chunk_threads", lambda *args: used.append(chunk_threads(*args)) or used[-1])
     models = [_fit(name, n_threads=n) for n in (1, 2, None)]
     assert _same_weights(models[0], models[1]) and _same_weights(models[0], models[2])
     assert 1 in used
