@@ -89,7 +89,9 @@ def _bias_activation(Z, b, code):
                 bad += 0 if abs(v) <= big and e <= big else 1  # an overflow of exp counts too
                 Z[i, j] = e
     elif code == SOFTMAX:
-        single = Z.itemsize == 4  # float32: the vectorizable exp; float64 keeps np.exp's precision
+        # Three passes: shift each row by its maximum, exponentiate the whole
+        # block as one flat loop (at a softmax's 10 columns a per-row exp loop
+        # hardly vectorizes: measured 2x slower), then normalise each row.
         for i in range(n):
             top = Z[i, 0] + b[0]
             for j in range(m):
@@ -97,14 +99,19 @@ def _bias_activation(Z, b, code):
                 bad += 0 if abs(v) <= big else 1
                 Z[i, j] = v
                 top = max(top, v)
+            for j in range(m):
+                Z[i, j] -= top
+        flat = Z.reshape(Z.size)
+        if Z.itemsize == 4:  # float32: the vectorizable exp; float64 keeps np.exp's precision
+            for k in range(flat.size):
+                flat[k] = _exp_nonpositive(flat[k])
+        else:
+            for k in range(flat.size):
+                flat[k] = np.exp(flat[k])
+        for i in range(n):
             total = zero
             for j in range(m):
-                if single:
-                    e = _exp_nonpositive(Z[i, j] - top)
-                else:
-                    e = np.exp(Z[i, j] - top)
-                Z[i, j] = e
-                total += e
+                total += Z[i, j]
             inv = one / total
             for j in range(m):
                 Z[i, j] *= inv

@@ -25,9 +25,10 @@ import numpy as np
 from numba import prange
 
 from ._config import jit, jit_parallel
-from .kernels import _activation_backward, _bias_activation, _column_sums, _output_delta, _output_loss
+from .kernels import _activation_backward, _all_finite, _bias_activation, _column_sums, _output_delta, _output_loss
 
 SGD, ADAM = 0, 1
+EPOCH_DONE, EPOCH_DIVERGED, EPOCH_BAD_ORDER = 0, 1, 2  # _train_epoch's status
 
 
 @jit
@@ -298,7 +299,7 @@ def _updates_parallel(n_seg, solver, params, grad, partial, n_partial, state_1, 
 
 
 @jit
-def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, partial, state_1, state_2,
+def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, partial, state_1, state_2, backup,
                  sizes, coef_off, icpt_off, n_coef, xbuf, ybuf, swbuf, acts, deltas, act_off, chunk_out,
                  hidden_code, out_code, solver, lr, momentum, nesterov, beta_1, beta_2, epsilon,
                  alpha, loss_scale, t, parallel):
@@ -309,12 +310,22 @@ def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, partial, state_
     as many parameter segments (:func:`_update_segment`); both run on Numba's
     threads when ``parallel``.
 
-    Returns ``(sum over batches of batch_loss * batch_rows, t, finite)``; on the
-    first batch whose loss is not finite it stops before updating and returns
-    ``finite=False``.  ``t`` counts optimizer steps (Adam's bias correction).
+    First ``backup`` (3 rows) gets a copy of ``params``, ``state_1`` and ``state_2``
+    for the caller to restore on divergence.  Returns ``(sum over batches of
+    batch_loss * batch_rows, t, status)``: ``EPOCH_DONE``; ``EPOCH_DIVERGED`` at the
+    first batch whose loss is not finite (before its update), or when the state is
+    not finite after the last update (only the next forward would see it); or
+    ``EPOCH_BAD_ORDER``, before anything is touched, when ``order`` indexes outside
+    ``X``.  ``t`` counts optimizer steps (Adam's bias correction).
     """
     n_rows = order.size
-    zero = params.dtype.type(0)
+    for r in range(n_rows):
+        if order[r] < 0 or order[r] >= sw.size:
+            return 0.0, t, EPOCH_BAD_ORDER
+    for k in range(params.size):
+        backup[0, k] = params[k]
+        backup[1, k] = state_1[k]
+        backup[2, k] = state_2[k]
     total = 0.0
     for start in range(0, n_rows, batch_size):
         nb = min(batch_size, n_rows - start)
@@ -326,7 +337,7 @@ def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, partial, state_
         if not weight > 0.0:
             continue  # every row weighs 0: nothing to learn, and 1 / weight would be infinite
         if not (finite and np.isfinite(data_loss)):
-            return total, t, False
+            return total, t, EPOCH_DIVERGED
         scale = params.dtype.type(1.0 / weight)
         t += 1
         step_lr = lr * np.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t) if solver == ADAM else lr
@@ -342,7 +353,8 @@ def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, partial, state_
             norm += chunk_out[s, 3]
         batch_loss = (data_loss * loss_scale + 0.5 * alpha * norm) / weight
         total += batch_loss * nb
-    return total, t, True
+    finite = _all_finite(params) and _all_finite(state_1) and _all_finite(state_2)
+    return total, t, EPOCH_DONE if finite else EPOCH_DIVERGED
 
 
 @jit

@@ -15,8 +15,7 @@ import numpy as np
 
 from .optim import hyper_parameters
 from ._threads import chunked
-from .kernels import _all_finite
-from .step import _train_epoch
+from .step import EPOCH_BAD_ORDER, EPOCH_DIVERGED, _train_epoch
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
@@ -54,11 +53,8 @@ class Trainer:
         self.ybuf = np.empty(self.batch_size * n_out, network.dtype)
         self.swbuf = np.empty(self.batch_size, network.dtype)
         self.chunk_out = np.empty((network.chunk_count(self.batch_size), 4))  # per chunk: loss, finite, weight, norm
-        self._saved = [np.empty_like(a) for a in self._state_arrays()]
+        self._backup = np.empty((3, network.n_params), network.dtype)  # params, state_1, state_2 at epoch start
         self._rows_of = self._rows = None
-
-    def _state_arrays(self):
-        return [self.network.params, *self.optimizer.arrays().values()]
 
     def epoch(self, X, Y, sample_weight, order) -> float:
         """One pass over the rows ``order``; returns scikit-learn's epoch loss (mean of batch losses by rows).
@@ -67,8 +63,6 @@ class Trainer:
         restoring the parameters and optimizer state of the start of the epoch.
         """
         net, opt = self.network, self.optimizer
-        for saved, live in zip(self._saved, self._state_arrays()):
-            np.copyto(saved, live)
         acts, deltas, act_off, partial = net.workspace(self.batch_size)
         state_1, state_2 = opt.state()
         solver, lr, momentum, nesterov, beta_1, beta_2, epsilon = hyper_parameters(opt, net.dtype)
@@ -77,16 +71,15 @@ class Trainer:
             self._rows_of, self._rows = X, _row_source(X, net.dtype)
         X, csr = self._rows
         with chunked(acts.shape[0]) as parallel:
-            total, t, finite = _train_epoch(
+            total, t, status = _train_epoch(
                 X, csr, Y, sample_weight, order, self.batch_size, net.params, self.grad, partial, state_1, state_2,
-                net.sizes, net.coef_off, net.icpt_off, net.n_coef, self.xbuf, self.ybuf, self.swbuf,
+                self._backup, net.sizes, net.coef_off, net.icpt_off, net.n_coef, self.xbuf, self.ybuf, self.swbuf,
                 acts, deltas, act_off, self.chunk_out, net.hidden_code, net.out_code, solver, lr, momentum,
                 nesterov, beta_1, beta_2, epsilon, self.alpha, self.loss_scale, opt.t, parallel)
-        # The last step's update is only seen by the next forward: check the state
-        # itself once per epoch, so a backup is never taken of non-finite values.
-        finite = finite and all(_all_finite(a) for a in self._state_arrays())
-        if not finite:
-            for saved, live in zip(self._saved, self._state_arrays()):
+        if status == EPOCH_BAD_ORDER:
+            raise ValueError(f"order must be a non-empty 1-D array of row indices in [0, {sample_weight.size})")
+        if status == EPOCH_DIVERGED:
+            for saved, live in zip(self._backup, (net.params, state_1, state_2)):
                 np.copyto(live, saved)  # and opt.t keeps its value from the start of the epoch
             raise TrainingDivergedError(
                 "training diverged: the loss became NaN or infinite, so the weights were restored to their "
@@ -180,5 +173,5 @@ def _check_epoch_inputs(net, X, Y, sample_weight, order):
                          f"{net.dtype} of shape {(n_rows,)}")
     if not hasattr(X, "indptr") and not X.flags.c_contiguous:
         raise ValueError("X must be C-contiguous")
-    if order.ndim != 1 or order.size == 0 or order.min() < 0 or order.max() >= n_rows:
-        raise ValueError(f"order must be a non-empty 1-D array of row indices in [0, {n_rows})")
+    if order.ndim != 1 or order.size == 0 or order.dtype != np.int64:  # the bounds are checked in the kernel
+        raise ValueError(f"order must be a non-empty 1-D int64 array of row indices in [0, {n_rows})")

@@ -449,3 +449,19 @@ def test_n_threads_in_two_threads_restores_the_thread_count():
     models = [MLPClassifier(hidden_layer_sizes=(16,), max_iter=30, n_threads=n, random_state=0) for n in (1, 2)]
     _run_in_threads(lambda: models[0].fit(X, y), lambda: models[1].fit(X, y))
     assert blas_threads() == before
+
+
+@pytest.mark.parametrize("bad", [[0, 1, 200], [-1, 0], []], ids=["past-the-end", "negative", "empty"])
+def test_epoch_with_out_of_range_order_is_refused_before_training(bad):
+    from fastbp.network import Network
+    from fastbp.optim import SGDOptimizer
+    from fastbp.trainer import Trainer
+
+    net = Network([10, 4, 3], "relu", "softmax", np.float64)
+    net.initialize(np.random.default_rng(0))
+    before = net.params.copy()
+    trainer = Trainer(net, SGDOptimizer(net.n_params, np.float64), batch_size=8, alpha=0.0)
+    Y_onehot = np.eye(3)[Y]
+    with pytest.raises(ValueError, match="row indices"):
+        trainer.epoch(X, Y_onehot, np.ones(len(X)), np.array(bad, dtype=np.int64))
+    assert np.array_equal(net.params, before)
