@@ -101,22 +101,27 @@ def _scale_gradient(params, grad, n_coef, alpha, scale):
 
 
 @jit
-def _sgd_segment(params, grad, velocity, lo, hi, scale, alpha, lr, momentum, nesterov):
-    """SGD on ``params[lo:hi]``; returns the sum of squares of the values before the step.
+def _sgd_segment(params, grad, other, has_other, velocity, lo, hi, scale, alpha, lr, momentum, nesterov):
+    """SGD on ``params[lo:hi]`` with the gradient ``grad (+ other)``; returns ``||W||^2`` of the values before.
 
-    Two straight loops, one per momentum flavour, over slices indexed from 0: LLVM
-    vectorizes these, but not a ``range(lo, hi)`` loop whose ``lo`` is a computed
-    quotient (measured 9x slower).
+    ``other`` (a second chunk's gradient) is added as it is read, so ``grad`` is
+    never written here: on two threads, a write would pull its cache lines back
+    from the core that produced them.  Classic momentum (``w + v``) and Nesterov
+    (``w + momentum * v - lr * g``) share one loop through two coefficients.  The
+    loops run over slices indexed from 0: LLVM vectorizes these, but not a
+    ``range(lo, hi)`` loop whose ``lo`` is a computed quotient (measured 9x slower).
     """
-    p, g_, vel = params[lo:hi], grad[lo:hi], velocity[lo:hi]
+    p, g_, o, vel = params[lo:hi], grad[lo:hi], other[lo:hi], velocity[lo:hi]
+    a = momentum if nesterov else params.dtype.type(1)
+    b = lr if nesterov else params.dtype.type(0)
     norm = params.dtype.type(0)
-    if nesterov:
+    if has_other:
         for k in range(p.size):
             w = p[k]
-            g = (g_[k] + alpha * w) * scale
+            g = (g_[k] + o[k] + alpha * w) * scale
             v = momentum * vel[k] - lr * g
             vel[k] = v
-            p[k] = w + (momentum * v - lr * g)
+            p[k] = w + (a * v - b * g)
             norm += w * w
     else:
         for k in range(p.size):
@@ -124,20 +129,21 @@ def _sgd_segment(params, grad, velocity, lo, hi, scale, alpha, lr, momentum, nes
             g = (g_[k] + alpha * w) * scale
             v = momentum * vel[k] - lr * g
             vel[k] = v
-            p[k] = w + v
+            p[k] = w + (a * v - b * g)
             norm += w * w
     return norm
 
 
 @jit
-def _adam_segment(params, grad, m1, m2, lo, hi, scale, alpha, lr_t, beta_1, beta_2, epsilon):
-    """Adam on ``params[lo:hi]`` (slices indexed from 0, as in :func:`_sgd_segment`); returns ``||W||^2`` before."""
-    p, g_, a, b = params[lo:hi], grad[lo:hi], m1[lo:hi], m2[lo:hi]
+def _adam_segment(params, grad, other, has_other, m1, m2, lo, hi, scale, alpha, lr_t, beta_1, beta_2, epsilon):
+    """Adam on ``params[lo:hi]`` with the gradient ``grad (+ other)``, as :func:`_sgd_segment`; returns ``||W||^2``."""
+    p, g_, o, a, b = params[lo:hi], grad[lo:hi], other[lo:hi], m1[lo:hi], m2[lo:hi]
     one = params.dtype.type(1)
     norm = params.dtype.type(0)
     for k in range(p.size):
         w = p[k]
-        g = (g_[k] + alpha * w) * scale
+        raw = g_[k] + o[k] if has_other else g_[k]
+        g = (raw + alpha * w) * scale
         m = beta_1 * a[k] + (one - beta_1) * g
         v = beta_2 * b[k] + (one - beta_2) * (g * g)
         a[k] = m
@@ -255,31 +261,37 @@ def _add_partials(grad, partial, n_partial, lo, hi):
 
 
 @jit
-def _step_range(solver, params, grad, state_1, state_2, lo, hi, scale, alpha, lr, momentum, nesterov,
-                beta_1, beta_2, epsilon):
+def _segment_step(solver, params, grad, partial, n_partial, state_1, state_2, lo, hi, scale, alpha, lr, momentum,
+                  nesterov, beta_1, beta_2, epsilon):
+    """The optimizer step on ``params[lo:hi]`` with the sum of the chunks' gradients; returns ``||W||^2`` before.
+
+    Chunks 2, 3, ... are first summed into ``grad``; chunk 1's gradient is added as the step reads it.
+    """
+    if n_partial > 1:
+        _add_partials(grad, partial[1:], n_partial - 1, lo, hi)
+    has_other = n_partial >= 1
+    other = partial[0] if has_other else grad
     if solver == ADAM:
-        return _adam_segment(params, grad, state_1, state_2, lo, hi, scale, alpha, lr, beta_1, beta_2, epsilon)
-    return _sgd_segment(params, grad, state_1, lo, hi, scale, alpha, lr, momentum, nesterov)
+        return _adam_segment(params, grad, other, has_other, state_1, state_2, lo, hi, scale, alpha, lr, beta_1,
+                             beta_2, epsilon)
+    return _sgd_segment(params, grad, other, has_other, state_1, lo, hi, scale, alpha, lr, momentum, nesterov)
 
 
 @jit
 def _update_segment(s, n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha, lr,
                     momentum, nesterov, beta_1, beta_2, epsilon, seg_out):
-    """Sum the chunks' gradients and take the optimizer step on segment ``s`` of ``n_seg`` of the coefficients
-    (the last segment also takes the intercepts); ``seg_out[s, 3]`` gets the segment's ``||W||^2`` before the step.
+    """The optimizer step on segment ``s`` of ``n_seg`` of the coefficients (the last segment also takes the
+    intercepts, without L2); ``seg_out[s, 3]`` gets the segment's ``||W||^2`` before the step.
 
     ``lr`` is Adam's bias-corrected rate, or SGD's rate.  Each segment stays on one thread, and the
     optimizer state of a segment is only ever touched by it.
     """
     lo, hi = n_coef * s // n_seg, n_coef * (s + 1) // n_seg
-    _add_partials(grad, partial, n_partial, lo, hi)
-    norm = _step_range(solver, params, grad, state_1, state_2, lo, hi, scale, alpha, lr, momentum, nesterov,
-                       beta_1, beta_2, epsilon)
+    seg_out[s, 3] = _segment_step(solver, params, grad, partial, n_partial, state_1, state_2, lo, hi, scale, alpha,
+                                  lr, momentum, nesterov, beta_1, beta_2, epsilon)
     if s == n_seg - 1:
-        _add_partials(grad, partial, n_partial, n_coef, params.size)
-        _step_range(solver, params, grad, state_1, state_2, n_coef, params.size, scale, params.dtype.type(0), lr,
-                    momentum, nesterov, beta_1, beta_2, epsilon)
-    seg_out[s, 3] = norm
+        _segment_step(solver, params, grad, partial, n_partial, state_1, state_2, n_coef, params.size, scale,
+                      params.dtype.type(0), lr, momentum, nesterov, beta_1, beta_2, epsilon)
 
 
 @jit
