@@ -79,12 +79,27 @@ def chunk_threads(n_chunks: int, available: int | None = None) -> int:
 
 
 def _blas_libraries():
-    """The loaded BLAS libraries, found once: inspecting them costs milliseconds."""
+    """``(get_num_threads, set_num_threads)`` of each loaded BLAS library, found once: inspecting costs milliseconds.
+
+    For a pthreads OpenBLAS these are its own C functions, resolved once through
+    threadpoolctl (which knows the symbol prefixes of each build): they are called
+    around every epoch, and threadpoolctl's wrappers look the symbols up again on
+    each call and, for OpenBLAS, let only one Python thread change the count
+    (fastbp serialises its changes under :data:`LOCK` instead).
+    """
     global _blas
     if _blas is None:
         import scipy.linalg.cython_blas  # noqa: F401  (the BLAS behind np.dot in nopython: make sure it is loaded)
 
-        _blas = ThreadpoolController().select(user_api="blas").lib_controllers
+        _blas = []
+        for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+            get = put = None
+            if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) == "pthreads":
+                try:
+                    get, put = lib._get_symbol("openblas_get_num_threads"), lib._get_symbol("openblas_set_num_threads")
+                except AttributeError:  # another threadpoolctl: its public methods below
+                    pass
+            _blas.append((get, put) if get is not None and put is not None else (lib.get_num_threads, lib.set_num_threads))
     return _blas
 
 
@@ -106,17 +121,17 @@ def chunked(n_chunks: int):
         return
     with LOCK:
         libraries = _blas_libraries()
-        before = [lib.get_num_threads() for lib in libraries]
+        before = [get() for get, _ in libraries]
         try:
-            for lib, n in zip(libraries, before):
-                if n != 1:
-                    lib.set_num_threads(1)
+            for (_, put), n in zip(libraries, before):
+                if n is not None and n != 1:
+                    put(1)
             if threads < available:
                 numba.set_num_threads(threads)
             yield True
         finally:
             if threads < available:
                 numba.set_num_threads(available)
-            for lib, n in zip(libraries, before):
-                if n != 1:
-                    lib.set_num_threads(n)
+            for (_, put), n in zip(libraries, before):
+                if n is not None and n != 1:
+                    put(n)
