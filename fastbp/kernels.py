@@ -36,10 +36,12 @@ def _exp_nonpositive(x):
     ``x = n ln2 + r`` with ``|r| <= ln2 / 2`` (ln2 split in two for exactness),
     ``e^r`` by its Taylor polynomial of degree 6, ``2^n`` from a table.  Relative
     error below 5e-7 on [-87, 0]; below -87 (e^x < 2e-38) it returns e^-87,
-    which is 0 next to the row's largest term 1.  The index is clamped, so no
-    input (NaN included) can read outside the table.
+    which is 0 next to the row's largest term 1.  The input and the index are
+    clamped, so no input (NaN included) can read outside the table.
     """
-    x = max(x, np.float32(-87.0))
+    # clamp to [-87, 0] with comparisons that also send NaN and infinities inside (so in plain Python too)
+    x = x if x > np.float32(-87.0) else np.float32(-87.0)
+    x = x if x < np.float32(0.0) else np.float32(0.0)
     n = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
     r = (x - n * np.float32(0.693145751953125)) - n * np.float32(1.428606765330187e-06)
     p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (np.float32(1.0 / 6.0) + r * (

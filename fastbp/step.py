@@ -243,8 +243,8 @@ def _chunks_serial(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf,
 @jit_parallel
 def _chunks_parallel(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
                      sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
-    for c in prange(n_chunks):
-        _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
+    for c in prange(n_chunks):  # prange counts in uint64: call with int64, the serial twin's compiled types
+        _chunk_gradient(np.int64(c), n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
                         partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
 
 
@@ -326,7 +326,7 @@ def _updates_serial(n_seg, solver, params, grad, partial, n_partial, state_1, st
 def _updates_parallel(n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha, lr,
                       momentum, nesterov, beta_1, beta_2, epsilon, seg_out):
     for s in prange(n_seg):
-        _update_segment(s, n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha,
+        _update_segment(np.int64(s), n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha,
                         lr, momentum, nesterov, beta_1, beta_2, epsilon, seg_out)
 
 
@@ -362,7 +362,8 @@ def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, partial, state_
     for start in range(0, n_rows, batch_size):
         nb = min(batch_size, n_rows - start)
         k = min(acts.shape[0], nb)
-        data_loss, finite, weight = _batch_gradient(parallel, k, nb, True, X, csr, Y, sw, order, start, xbuf, ybuf,
+        gather = nb > 0  # True, but not a compile-time literal: one compiled chunk function serves both callers
+        data_loss, finite, weight = _batch_gradient(parallel, k, nb, gather, X, csr, Y, sw, order, start, xbuf, ybuf,
                                                     swbuf, (xbuf, ybuf, swbuf), params, grad, partial, sizes,
                                                     coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code,
                                                     chunk_out)
@@ -397,7 +398,8 @@ def _loss_gradient(params, grad, partial, sizes, coef_off, icpt_off, n_coef, X, 
     k = min(acts.shape[0], n)
     # No gather: the chunks read (X, Y, sw) in place; the gather arguments are unused placeholders.
     no_rows, no_values = np.empty(0, np.int64), np.empty(0, params.dtype)
-    data_loss, finite, weight = _batch_gradient(parallel, k, n, False, X, (no_values, no_rows, no_rows), Y, sw,
+    gather = no_rows.size > 0  # False, not as a literal (see _train_epoch)
+    data_loss, finite, weight = _batch_gradient(parallel, k, n, gather, X, (no_values, no_rows, no_rows), Y, sw,
                                                 no_rows, 0, no_values, no_values, no_values,
                                                 (X.reshape(X.size), Y.reshape(Y.size), sw), params, grad, partial,
                                                 sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code,

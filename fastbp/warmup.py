@@ -13,8 +13,9 @@ import numpy as np
 
 
 def warmup(dtypes=("float32", "float64")) -> float:
-    """Run a tiny fit of every solver (sgd, adam, lbfgs) for each dtype, classifier and regressor; returns the
-    seconds spent.  Other output activations (logistic, exp) share the same compiled functions."""
+    """Run a tiny fit of every solver (sgd, adam, lbfgs) for each dtype, classifier and regressor, and one in
+    row chunks (which starts Numba's thread pool); returns the seconds spent.  Other output activations
+    (logistic, exp) share the same compiled functions."""
     from .estimator import MLPClassifier, MLPRegressor
 
     started = time.perf_counter()
@@ -27,4 +28,7 @@ def warmup(dtypes=("float32", "float64")) -> float:
             for solver in ("sgd", "adam", "lbfgs"):
                 MLPClassifier(hidden_layer_sizes=(4,), solver=solver, max_iter=1, batch_size=4).fit(X, y).predict(X)
             MLPRegressor(hidden_layer_sizes=(4,), max_iter=1, batch_size=4).fit(X, y.astype(dtype)).predict(X)
+            # batches of 200+ rows run in row chunks on Numba's threads: start that pool here too
+            rows = np.tile(X, (50, 1))
+            MLPClassifier(hidden_layer_sizes=(4,), max_iter=1, batch_size=200).fit(rows, np.tile(y, 50))
     return time.perf_counter() - started
