@@ -13,7 +13,8 @@ that safe:
   two parallel regions at once, which Numba's ``workqueue`` layer cannot do.
 * **After a fork, one thread.**  GNU OpenMP (Numba's ``omp`` layer) aborts a
   forked child that uses it after the parent did, so a child of a process whose
-  thread pool had started runs its chunks one after another.
+  thread pool had started runs its chunks one after another; and the child gets
+  a fresh lock, since a thread of the parent may have held it at the fork.
 * **Results do not depend on threads.**  Only the chunk count decides the
   arithmetic, so the same fit gives bitwise the same weights on any number of
   threads; threads only decide how fast.
@@ -35,7 +36,9 @@ _blas = None
 
 
 def _after_fork_in_child():
-    global _forked_after_pool
+    # The child has only the forking thread: a LOCK held by another thread at the fork would never be released.
+    global _forked_after_pool, LOCK
+    LOCK = threading.RLock()
     _forked_after_pool = _forked_after_pool or bool(getattr(_numba_parallel, "_is_initialized", True))
 
 

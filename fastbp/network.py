@@ -118,6 +118,9 @@ class Network:
 
     def loss_gradient(self, X, Y, sample_weight, alpha, grad, loss_scale=1.0) -> float:
         """Full-batch loss; the gradient is written into the flat ``grad`` (NaN loss if not finite)."""
+        if not X.shape[0] == Y.shape[0] == sample_weight.size or grad.shape != self.params.shape:
+            raise ValueError(f"X, Y and sample_weight have {X.shape[0]}, {Y.shape[0]} and {sample_weight.size} rows "
+                             f"and grad shape {grad.shape}: expected equal row counts and {self.params.shape}")
         acts, deltas, act_off, partial = self.workspace(X.shape[0])
         chunk_out = np.empty((acts.shape[0], 4))
         with chunked(acts.shape[0]) as parallel:

@@ -16,7 +16,7 @@ into the optimizer update (one pass over the parameters instead of two).
 
 A batch is processed in row chunks (:func:`_batch_gradient`): each chunk has
 its own activation and gradient blocks, so the chunks may run on several
-threads; their losses and gradients are then summed in chunk order.  The chunk
+threads; their losses and gradients are then summed in one fixed order.  The chunk
 count comes from the batch size alone (``Network.chunk_count``), so one thread
 or many give bitwise the same result.
 """

@@ -64,6 +64,8 @@ class Trainer:
         """
         net, opt = self.network, self.optimizer
         acts, deltas, act_off, partial = net.workspace(self.batch_size)
+        if self.chunk_out.shape[0] < acts.shape[0]:  # the kernel writes one row per chunk
+            self.chunk_out = np.empty((acts.shape[0], 4))
         state_1, state_2 = opt.state()
         solver, lr, momentum, nesterov, beta_1, beta_2, epsilon = hyper_parameters(opt, net.dtype)
         _check_epoch_inputs(net, X, Y, sample_weight, order)

@@ -136,3 +136,51 @@ def test_forked_child_of_a_threaded_parent_trains_on_one_thread():
         weights, child_threads = pool.apply_async(_fit_weights_in_child, ("adam",)).get(timeout=120)
     assert child_threads == 1
     assert all(np.array_equal(a, b) for a, b in zip(weights, _weights(parent)))
+
+
+@pytest.mark.parametrize("solver,nesterov", [("sgd", False), ("sgd", True), ("adam", False)])
+@pytest.mark.parametrize("rows,batch", [(700, 200), (803, 800)], ids=["2-chunks", "8-chunks-short-tail"])
+def test_chunked_training_equals_one_chunk_training(monkeypatch, solver, nesterov, rows, batch):
+    """Every chunk's gradient enters every step: the trained weights equal those of unsplit batches."""
+    Xr = np.random.default_rng(3).standard_normal((rows, 12))
+    yr = (Xr[:, 0] > 0).astype(int) + (Xr[:, 1] > 0.5)
+
+    def fit():
+        return MLPClassifier((16,), solver=solver, nesterovs_momentum=nesterov, batch_size=batch, max_iter=3,
+                             random_state=0, learning_rate_init=0.01).fit(Xr, yr)
+
+    chunked = fit()
+    assert chunked._network.chunk_count(batch) > 1
+    monkeypatch.setattr(network_module, "MAX_CHUNKS", 1)
+    whole = fit()
+    for got, want in zip(_weights(chunked), _weights(whole)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(chunked.loss_curve_, whole.loss_curve_, rtol=1e-12)
+
+
+def _fit_in_child_while_a_thread_holds_the_lock():
+    return _weights(_fit("sgd", n_threads=2)), _weights(_fit("adam"))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
+def test_fork_while_another_thread_holds_the_thread_lock_does_not_hang_the_child():
+    import threading
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with _threads.LOCK:
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        held.wait(10)
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            sgd, adam = pool.apply_async(_fit_in_child_while_a_thread_holds_the_lock).get(timeout=120)
+    finally:
+        release.set()
+        holder.join()
+    assert all(np.array_equal(a, b) for a, b in zip(sgd, _weights(_fit("sgd"))))
+    assert all(np.array_equal(a, b) for a, b in zip(adam, _weights(_fit("adam"))))
