@@ -232,14 +232,6 @@ def _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, y
         _backward(params, partial[c - 1], sizes, coef_off, icpt_off, X0, a, d, act_off, hidden_code)
 
 
-@jit
-def _chunks_serial(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
-                   sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
-    for c in range(n_chunks):
-        _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
-                        partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
-
-
 @jit_parallel
 def _chunks_parallel(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
                      sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
@@ -257,9 +249,11 @@ def _batch_gradient(parallel, n_chunks, n, gather, X, csr, Y, sw, order, start, 
     if parallel and n_chunks > 1:
         _chunks_parallel(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
                          sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
-    else:
-        _chunks_serial(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
-                       sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
+    else:  # the loop in place rather than in a serial twin: each call layer passes ~25 arrays (~2% at batch 32)
+        for c in range(n_chunks):
+            _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params,
+                            grad, partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code,
+                            chunk_out)
     loss = 0.0
     weight = 0.0
     finite = True
@@ -312,14 +306,6 @@ def _update_segment(s, n_seg, solver, params, grad, partial, n_partial, state_1,
     if s == n_seg - 1:
         _segment_step(solver, params, grad, partial, n_partial, state_1, state_2, n_coef, params.size, scale,
                       params.dtype.type(0), lr, momentum, nesterov, beta_1, beta_2, epsilon)
-
-
-@jit
-def _updates_serial(n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha, lr,
-                    momentum, nesterov, beta_1, beta_2, epsilon, seg_out):
-    for s in range(n_seg):
-        _update_segment(s, n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha,
-                        lr, momentum, nesterov, beta_1, beta_2, epsilon, seg_out)
 
 
 @jit_parallel
@@ -379,8 +365,9 @@ def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, partial, state_
             _updates_parallel(k, solver, params, grad, partial, k - 1, state_1, state_2, n_coef, scale, alpha,
                               step_lr, momentum, nesterov, beta_1, beta_2, epsilon, chunk_out)
         else:
-            _updates_serial(k, solver, params, grad, partial, k - 1, state_1, state_2, n_coef, scale, alpha,
-                            step_lr, momentum, nesterov, beta_1, beta_2, epsilon, chunk_out)
+            for s in range(k):
+                _update_segment(s, k, solver, params, grad, partial, k - 1, state_1, state_2, n_coef, scale, alpha,
+                                step_lr, momentum, nesterov, beta_1, beta_2, epsilon, chunk_out)
         norm = 0.0
         for s in range(k):
             norm += chunk_out[s, 3]
