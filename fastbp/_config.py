@@ -12,9 +12,10 @@ from numba import njit
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
 # nogil: two Python threads may train at once.  cache: a second process loads
-# the compiled kernels from disk instead of recompiling them.  Only the loop over
-# a batch's row chunks (fastbp.step._chunks_parallel) uses ``parallel=True``;
-# fastbp._threads decides when it runs and keeps BLAS single-threaded meanwhile.
+# the compiled kernels from disk instead of recompiling them.  Only the loops over
+# a batch's row chunks and parameter segments (fastbp.step._chunks_parallel,
+# _updates_parallel) use ``parallel=True``; fastbp._threads decides when they
+# run and keeps BLAS single-threaded meanwhile.
 JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": set(FASTMATH_FLAGS), "error_model": "numpy"}
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
