@@ -73,12 +73,12 @@ def limit(n_threads):
             _local.cap = before
 
 
-def chunk_threads(n_chunks: int, available: int | None = None) -> int:
-    """How many threads may run ``n_chunks`` row chunks in this thread now (``available``: Numba's count)."""
+def chunk_threads(n_chunks: int) -> int:
+    """How many threads may run ``n_chunks`` row chunks in this thread now."""
     if n_chunks <= 1 or _forked_after_pool:
         return 1
     caps = [c for c in (getattr(_local, "cap", None), _process_cap) if c is not None]
-    return max(1, min([n_chunks, numba.get_num_threads() if available is None else available, *caps]))
+    return max(1, min([n_chunks, numba.get_num_threads(), *caps]))
 
 
 def _blas_libraries():
@@ -114,14 +114,11 @@ def chunked(n_chunks: int):
     :data:`LOCK`, and Numba runs at most the allowed count in this thread.
     Called once per epoch, so it touches only what it must: a few microseconds.
     """
-    if n_chunks <= 1 or _forked_after_pool:
-        yield False
-        return
-    available = numba.get_num_threads()
-    threads = chunk_threads(n_chunks, available)
+    threads = chunk_threads(n_chunks)
     if threads <= 1:
         yield False
         return
+    available = numba.get_num_threads()
     with LOCK:
         libraries = _blas_libraries()
         before = [get() for get, _ in libraries]

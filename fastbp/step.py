@@ -101,53 +101,26 @@ def _scale_gradient(params, grad, n_coef, alpha, scale):
 
 
 @jit
-def _sgd_velocity(w, raw, v_old, scale, alpha, lr, momentum):
-    """One parameter's gradient and new velocity: ``(g, momentum * v - lr * g)``."""
-    g = (raw + alpha * w) * scale
-    return g, momentum * v_old - lr * g
-
-
-@jit
 def _sgd_segment(params, grad, other, has_other, velocity, lo, hi, scale, alpha, lr, momentum, nesterov):
     """SGD on ``params[lo:hi]`` with the gradient ``grad (+ other)``; returns ``||W||^2`` of the values before.
 
     ``other`` (a second chunk's gradient) is added as it is read, so ``grad`` is
     never written here: on two threads, a write would pull its cache lines back
-    from the core that produced them.  One straight loop per case (momentum
-    flavour, second gradient or not), over slices indexed from 0: LLVM vectorizes
-    these, but not a ``range(lo, hi)`` loop whose ``lo`` is a computed quotient
-    (measured 9x slower).
+    from the core that produced them.  The two flags are loop-invariant, so LLVM
+    splits the loop into one straight copy per case.  The loop runs over slices
+    indexed from 0: LLVM vectorizes that, but not a ``range(lo, hi)`` loop whose
+    ``lo`` is a computed quotient (measured 9x slower).
     """
     p, g_, o, vel = params[lo:hi], grad[lo:hi], other[lo:hi], velocity[lo:hi]
     norm = params.dtype.type(0)
-    if nesterov and has_other:
-        for k in range(p.size):
-            w = p[k]
-            g, v = _sgd_velocity(w, g_[k] + o[k], vel[k], scale, alpha, lr, momentum)
-            vel[k] = v
-            p[k] = w + (momentum * v - lr * g)
-            norm += w * w
-    elif nesterov:
-        for k in range(p.size):
-            w = p[k]
-            g, v = _sgd_velocity(w, g_[k], vel[k], scale, alpha, lr, momentum)
-            vel[k] = v
-            p[k] = w + (momentum * v - lr * g)
-            norm += w * w
-    elif has_other:
-        for k in range(p.size):
-            w = p[k]
-            _, v = _sgd_velocity(w, g_[k] + o[k], vel[k], scale, alpha, lr, momentum)
-            vel[k] = v
-            p[k] = w + v
-            norm += w * w
-    else:
-        for k in range(p.size):
-            w = p[k]
-            _, v = _sgd_velocity(w, g_[k], vel[k], scale, alpha, lr, momentum)
-            vel[k] = v
-            p[k] = w + v
-            norm += w * w
+    for k in range(p.size):
+        w = p[k]
+        raw = g_[k] + o[k] if has_other else g_[k]
+        g = (raw + alpha * w) * scale
+        v = momentum * vel[k] - lr * g
+        vel[k] = v
+        p[k] = w + (momentum * v - lr * g) if nesterov else w + v
+        norm += w * w
     return norm
 
 
@@ -205,9 +178,10 @@ def _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, y
     are the buffers ``xbuf`` / ``ybuf`` / ``swbuf``, and the chunk first copies its
     own rows ``order[start + lo:start + hi]`` of (X, Y, sw) there (see :func:`_gather`),
     so that the copy runs on the thread, and lands in the cache, that uses it.
-    Without, ``batch`` may be read-only and the buffers are not touched.  Chunk ``c`` works in ``acts[c]`` / ``deltas[c]``, writes its
-    raw gradient into ``grad`` (chunk 0) or ``partial[c - 1]``, and its loss sum,
-    finiteness and weight sum into ``chunk_out[c, :3]``.
+    Without, ``batch`` may be read-only and the buffers are not touched.  Chunk
+    ``c`` works in ``acts[c]`` / ``deltas[c]``, writes its raw gradient into
+    ``grad`` (chunk 0) or ``partial[c - 1]``, and its loss sum, finiteness and
+    weight sum into ``chunk_out[c, :3]``.
     """
     n_in, n_out = sizes[0], sizes[sizes.size - 1]
     lo, hi = n * c // n_chunks, n * (c + 1) // n_chunks
@@ -235,20 +209,21 @@ def _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, y
 @jit_parallel
 def _chunks_parallel(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
                      sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
-    for c in prange(n_chunks):  # prange counts in uint64: call with int64, the serial twin's compiled types
-        _chunk_gradient(np.int64(c), n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
-                        partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
+    for c in prange(n_chunks):  # prange counts in uint64: call with int64, the serial loop's compiled types
+        _chunk_gradient(np.int64(c), n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch,
+                        params, grad, partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code,
+                        out_code, chunk_out)
 
 
 @jit
-def _batch_gradient(parallel, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
-                    partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
+def _batch_gradient(parallel, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params,
+                    grad, partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
     """Raw gradient of chunk 0 into ``grad`` and of the others into ``partial``; returns
     ``(loss sum, all finite, weight sum)`` summed in chunk order.  The chunks run on
     Numba's threads when ``parallel``."""
     if parallel and n_chunks > 1:
-        _chunks_parallel(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
-                         sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
+        _chunks_parallel(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
+                         partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
     else:  # the loop in place rather than in a serial twin: each call layer passes ~25 arrays (~2% at batch 32)
         for c in range(n_chunks):
             _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params,
@@ -312,8 +287,8 @@ def _update_segment(s, n_seg, solver, params, grad, partial, n_partial, state_1,
 def _updates_parallel(n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha, lr,
                       momentum, nesterov, beta_1, beta_2, epsilon, seg_out):
     for s in prange(n_seg):
-        _update_segment(np.int64(s), n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha,
-                        lr, momentum, nesterov, beta_1, beta_2, epsilon, seg_out)
+        _update_segment(np.int64(s), n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef,
+                        scale, alpha, lr, momentum, nesterov, beta_1, beta_2, epsilon, seg_out)
 
 
 @jit
