@@ -26,7 +26,6 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
 from ._threads import limit as limit_threads
-from .kernels import _output_loss
 from .network import PREDICT_CHUNK, Network
 from .optim import AdamOptimizer, SGDOptimizer
 from .trainer import Trainer, run_epochs
@@ -282,12 +281,8 @@ class _BaseMLP(BaseEstimator):
 
     def _validation_score_and_loss(self, X, Y, sw):
         out = self._forward(X)
-        weight = len(Y) if sw is None else sw.sum()
         sw = np.ones(len(Y), out.dtype) if sw is None else sw
-        norm = float(np.dot(self._network.params[:self._network.n_coef], self._network.params[:self._network.n_coef]))
-        loss = (_output_loss(out, Y.astype(out.dtype, copy=False), sw, self._network.out_code) * self._loss_scale()
-                + 0.5 * self.alpha * norm) / weight
-        return self._score_output(out, Y, sw), float(loss)
+        return self._score_output(out, Y, sw), self._network.loss(out, Y, sw, self.alpha, self._loss_scale())
 
     def _loss_scale(self):
         # scikit-learn's squared error is also averaged over outputs.

@@ -1,7 +1,7 @@
 """The thin Python trainer: epochs, shuffling, convergence, early stopping, callbacks.
 
 Policy lives here, arithmetic in nopython: each epoch is one call of
-:func:`fastbp.step._train_epoch`, which gathers every minibatch, runs forward,
+:func:`fastbp.step._train_epoch` (compiled per network by ``kernels_for``), which gathers every minibatch, runs forward,
 the output delta, backward and the optimizer update with no allocation per
 step.  Python shuffles the row indices (never the data) with the caller's
 ``numpy.random.Generator`` and does the per-epoch bookkeeping, with
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .optim import hyper_parameters
+from ._config import EPOCH_BAD_ORDER, EPOCH_DIVERGED
 from ._threads import chunked
-from .step import EPOCH_BAD_ORDER, EPOCH_DIVERGED, _train_epoch
+from .step import Batch, Penalty, Rows
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
@@ -45,15 +45,11 @@ class Trainer:
         self.network = network
         self.optimizer = optimizer
         self.batch_size = int(batch_size)
-        self.alpha = network.dtype.type(alpha)
-        self.loss_scale = float(loss_scale)
+        self.penalty = Penalty(network.dtype.type(alpha), float(loss_scale))
         n_in, n_out = network.layer_units[0], network.layer_units[-1]
-        self.grad = np.empty(network.n_params, network.dtype)
-        self.xbuf = np.empty(self.batch_size * n_in, network.dtype)
-        self.ybuf = np.empty(self.batch_size * n_out, network.dtype)
-        self.swbuf = np.empty(self.batch_size, network.dtype)
-        self.chunk_out = np.empty((network.chunk_count(self.batch_size), 4))  # per chunk: loss, finite, weight, norm
-        self._backup = np.empty((3, network.n_params), network.dtype)  # params, state_1, state_2 at epoch start
+        self.batch = Batch(np.empty(self.batch_size * n_in, network.dtype), np.empty(self.batch_size * n_out, network.dtype),
+                           np.empty(self.batch_size, network.dtype))
+        self._backup = np.empty((1 + optimizer.state.shape[0], network.n_params), network.dtype)  # params, state
         self._rows_of = self._rows = None
 
     def epoch(self, X, Y, sample_weight, order) -> float:
@@ -63,26 +59,22 @@ class Trainer:
         restoring the parameters and optimizer state of the start of the epoch.
         """
         net, opt = self.network, self.optimizer
-        acts, deltas, act_off, partial = net.workspace(self.batch_size)
-        if self.chunk_out.shape[0] < acts.shape[0]:  # the kernel writes one row per chunk
-            self.chunk_out = np.empty((acts.shape[0], 4))
-        state_1, state_2 = opt.state()
-        solver, lr, momentum, nesterov, beta_1, beta_2, epsilon = hyper_parameters(opt, net.dtype)
+        ws = net.workspace(self.batch_size)
         _check_epoch_inputs(net, X, Y, sample_weight, order)
         if self._rows_of is not X:  # convert a sparse matrix's indices once per fit, not per epoch
-            self._rows_of, self._rows = X, _row_source(X, net.dtype)
-        X, csr = self._rows
-        with chunked(acts.shape[0]) as parallel:
-            total, t, status = _train_epoch(
-                X, csr, Y, sample_weight, order, self.batch_size, net.params, self.grad, partial, state_1, state_2,
-                self._backup, net.sizes, net.coef_off, net.icpt_off, net.n_coef, self.xbuf, self.ybuf, self.swbuf,
-                acts, deltas, act_off, self.chunk_out, net.hidden_code, net.out_code, solver, lr, momentum,
-                nesterov, beta_1, beta_2, epsilon, self.alpha, self.loss_scale, opt.t, parallel)
+            self._rows_of, self._rows = X, _rows(X, Y, sample_weight, net.dtype)
+        rows = self._rows
+        if rows.Y is not Y or rows.sw is not sample_weight:
+            rows = self._rows = rows._replace(Y=Y, sw=sample_weight)
+        with chunked(ws.acts.shape[0]) as parallel:
+            total, t, status = (net.kernels.train_epoch_chunked if parallel else net.kernels.train_epoch)(
+                rows, order, self.batch_size, net.layout, ws, self.batch, net.params, opt.state, self._backup,
+                opt.hyper(net.dtype), self.penalty, opt.t)
         if status == EPOCH_BAD_ORDER:
             raise ValueError(f"order must be a non-empty 1-D array of row indices in [0, {sample_weight.size})")
         if status == EPOCH_DIVERGED:
-            for saved, live in zip(self._backup, (net.params, state_1, state_2)):
-                np.copyto(live, saved)  # and opt.t keeps its value from the start of the epoch
+            np.copyto(net.params, self._backup[0])
+            np.copyto(opt.state, self._backup[1:])  # and opt.t keeps its value from the start of the epoch
             raise TrainingDivergedError(
                 "training diverged: the loss became NaN or infinite, so the weights were restored to their "
                 f"last finite values; lower learning_rate_init (now {opt.learning_rate:g}) or scale the inputs")
@@ -153,12 +145,13 @@ def run_epochs(model, trainer, X, Y, sample_weight, *, rng, max_iter, shuffle, i
     return False
 
 
-def _row_source(X, dtype):
-    """``(dense X or placeholder, CSR arrays or empty ones)`` for :func:`fastbp.step._gather`."""
+def _rows(X, Y, sample_weight, dtype) -> Rows:
+    """The training set as :func:`fastbp.step._gather` reads it: dense ``X``, or a placeholder and the CSR arrays."""
     no_index = np.empty(0, np.int64)
     if hasattr(X, "indptr"):
-        return np.empty((1, 1), dtype), (X.data, X.indices.astype(np.int64, copy=False), X.indptr.astype(np.int64, copy=False))
-    return X, (np.empty(0, dtype), no_index, no_index)
+        return Rows(np.empty((1, 1), dtype), X.data, X.indices.astype(np.int64, copy=False),
+                    X.indptr.astype(np.int64, copy=False), Y, sample_weight)
+    return Rows(X, np.empty(0, dtype), no_index, no_index, Y, sample_weight)
 
 
 def _check_epoch_inputs(net, X, Y, sample_weight, order):
