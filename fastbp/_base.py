@@ -372,11 +372,24 @@ class _BaseMLP(BaseEstimator):
 
     def _forward_checked(self, X):
         check_is_fitted(self)
-        X = _checked_csr(validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
-                                       reset=False))
+        ready = self._ready_input(X)
+        if not ready:
+            X = self._validated_X(X)
         self._sync_network()
         with limit_threads(self.n_threads):
-            return self._forward(X)
+            try:
+                return self._forward(X)
+            except ValueError:
+                # Input that needed none of validate_data's conversions skipped it, its finiteness left to
+                # the forward kernel (NaN or infinity in X makes a first-layer sum non-finite): now
+                # validate_data says what is wrong in scikit-learn's words, if X is what is wrong.
+                if ready:
+                    self._validated_X(X)
+                raise
+
+    def _validated_X(self, X):
+        return _checked_csr(validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
+                                          reset=False))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -390,6 +403,7 @@ class _BaseMLP(BaseEstimator):
             self._sync_network()
         # A copy: on Python 3.11+ the base class hands back the live __dict__.
         state = dict(super().__getstate__())
+        state.pop("_valid_params", None)  # a cache of the parameters' identities, meaningless in another process
         net = state.pop("_network", None)
         if net is not None:
             # The network's layout and flat vector only: coefs_ / intercepts_ are
@@ -409,12 +423,49 @@ class _BaseMLP(BaseEstimator):
             self._set_network(Network(units, activation, out_activation, dtype, params))
 
     def _common_validation(self, X, y, reset, **kwargs):
+        if (not reset and self._ready_input(X) and _plain_targets(y, X.shape[0])
+                and np.isfinite(X.sum()) and (y.dtype.kind != "f" or np.isfinite(y.sum()))):
+            # What validate_data would return unchanged, every one of its checks passed: shapes, dtype,
+            # feature count, finiteness (a finite sum has finite terms; one that is not goes the long way,
+            # whose error messages are scikit-learn's).  partial_fit pays validate_data on every call.
+            return X, y
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                              dtype=(np.float64, np.float32), reset=reset, **kwargs)
         return _checked_csr(X), y
 
+    def _ready_input(self, X):
+        """Whether ``X`` is what validate_data would make of it: a C-contiguous array of the model's dtype and width.
+
+        Feature names are checked the long way (an array given to a model fitted
+        on a DataFrame gets scikit-learn's warning).
+        """
+        net = getattr(self, "_network", None)
+        return (type(X) is np.ndarray and net is not None and X.ndim == 2 and X.dtype == net.dtype
+                and X.flags.c_contiguous and X.shape[0] > 0 and X.shape[1] == self.n_features_in_
+                and not hasattr(self, "feature_names_in_"))
+
+    def _validate_params(self):
+        # partial_fit validates on every call.  The constraints' verdict depends on the values only, so
+        # values that are the very objects last validated need no second look (in-place edits of a list
+        # are caught where it is used: layer sizes by _fit and _check_resumable, callbacks by _callbacks).
+        values = [getattr(self, name) for name in self._parameter_constraints]
+        last = vars(self).get("_valid_params")
+        if last is not None and len(last) == len(values) and all(a is b for a, b in zip(values, last)):
+            return
+        super()._validate_params()
+        self._valid_params = values
+
     def _is_classifier(self):
         return isinstance(self, ClassifierMixin)
+
+
+def _plain_targets(y, n_rows):
+    """Whether ``y`` is an array of numbers or strings, ``n_rows`` rows, 1-D or 2-D, that validate_data leaves as it is.
+
+    Not object arrays: validate_data looks for NaN among their elements.
+    """
+    return (type(y) is np.ndarray and y.ndim in (1, 2) and y.shape[0] == n_rows and y.dtype.kind in "biufUS"
+            and (y.ndim == 1 or y.shape[1] > 0))
 
 
 def _copy_into(network, arrays):

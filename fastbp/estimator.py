@@ -18,9 +18,23 @@ from sklearn.utils.validation import column_or_1d
 from ._base import _BaseMLP, _check_solver, _store_arguments
 from ._docs import ATTRIBUTES, PARAMETERS, estimator_doc
 
-def _numeric_labels(y, classes):
-    """Whether ``y`` is 1-D and it and ``classes`` are plain numbers (the fast label paths apply)."""
-    return y.ndim == 1 and y.dtype.kind in "biuf" and classes.dtype.kind in "biuf"
+def _plain_labels(y, classes):
+    """Whether ``y`` is 1-D and it and ``classes`` are both plain numbers or both strings (the fast label paths apply).
+
+    Both then sort alike, so the sorted ``classes`` can be binary-searched for ``y``.
+    """
+    if y.ndim != 1:
+        return False
+    kinds = y.dtype.kind + classes.dtype.kind
+    return all(k in "biuf" for k in kinds) or kinds == "UU"
+
+
+def _known_labels(y, classes, plain):
+    """Whether every label of ``y`` is in the sorted ``classes``: by binary search for plain labels (no sort of ``y``)."""
+    if not plain:
+        return not len(np.setdiff1d(unique_labels(y), classes))
+    index = np.minimum(np.searchsorted(classes, y), classes.shape[0] - 1)
+    return bool(np.array_equal(classes[index], y))
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -71,12 +85,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._label_binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._label_binarizer.classes_
         else:
-            classes = np.unique(y) if _numeric_labels(y, self.classes_) else unique_labels(y)
+            plain = _plain_labels(y, self.classes_)
             if self.warm_start and not incremental:
+                classes = np.unique(y) if plain else unique_labels(y)
                 if set(classes) != set(self.classes_):
                     raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
                                      f"call to fit. Previously got {self.classes_}, `y` has {classes}")
-            elif len(np.setdiff1d(classes, self.classes_)):
+            elif not _known_labels(y, self.classes_, plain):
+                classes = np.unique(y) if plain else unique_labels(y)
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
                                  f"'y' has {classes}.")
         return X, self._encode_labels(y, X.dtype)
@@ -84,12 +100,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _encode_labels(self, y, dtype):
         """Targets for the network: one-hot, one 0/1 column (binary) or the label matrix (multilabel).
 
-        For numeric 1-D labels this indexes directly instead of calling
+        For plain 1-D labels (numbers, strings) this indexes directly instead of calling
         ``LabelBinarizer.transform``, whose target-type checks cost more than an
         epoch of training on a small dataset (partial_fit pays them every call).
         """
         binarizer = self._label_binarizer
-        if binarizer.y_type_ not in ("binary", "multiclass") or not _numeric_labels(y, self.classes_):
+        if binarizer.y_type_ not in ("binary", "multiclass") or not _plain_labels(y, self.classes_):
             return binarizer.transform(y).astype(dtype)
         index = np.searchsorted(self.classes_, y)  # classes_ is sorted (np.unique)
         if binarizer.y_type_ == "binary":

@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV
 
 import fastbp
+import fastbp._base
 import fastbp._validation
 from fastbp import MLPClassifier, MLPRegressor, TrainingDivergedError, TrainingDivergedWarning
 from fastbp._validation import check_network_size
@@ -277,3 +278,53 @@ def test_help_documents_every_parameter_and_attribute(cls):
 def test_readme_refers_to_no_file_outside_the_repository():
     readme = open(fastbp.__path__[0] + "/../README.md").read()
     assert "../" not in readme and "DESIGN.md" not in readme
+
+
+# ----------------------------------------------------------------------------- per-call overhead (issue 11)
+
+
+def _count_validate_data(monkeypatch):
+    calls = []
+    real = fastbp._base.validate_data
+    monkeypatch.setattr(fastbp._base, "validate_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_ready_input_skips_validate_data_but_no_check(monkeypatch):
+    model = MLPClassifier(hidden_layer_sizes=(5,), solver="sgd", random_state=0)
+    model.partial_fit(X, Y_CLASS, classes=["a", "b", "c"])
+    calls = _count_validate_data(monkeypatch)
+    model.partial_fit(X, Y_CLASS)
+    proba = model.predict_proba(X)
+    assert calls == []  # the fast paths ran
+    assert_allclose(model.predict_proba(np.asfortranarray(X)), proba, rtol=0, atol=0)  # the long way, same result
+    assert len(calls) == 1
+    for bad, match in ((np.where(X > 1.5, np.nan, X), "Input X contains NaN"),
+                       (np.where(X > 1.5, np.inf, X), "Input X contains infinity"),
+                       (X[:, :3].copy(), "X has 3 features, but MLPClassifier is expecting 4")):
+        with pytest.raises(ValueError, match=match):
+            model.partial_fit(bad, Y_CLASS)
+        with pytest.raises(ValueError, match=match):
+            model.predict(bad)
+    with pytest.raises(ValueError, match="classes not in"):
+        model.partial_fit(X, np.where(Y_CLASS == "c", "d", Y_CLASS))
+    numeric = MLPClassifier(hidden_layer_sizes=(5,), solver="sgd").partial_fit(X, Y_CLASS == "a", classes=[0, 1])
+    with pytest.raises(ValueError, match="classes not in"):
+        numeric.partial_fit(X, (Y_CLASS == "a") * 2)
+    with pytest.raises(ValueError, match="Input y contains NaN"):
+        MLPRegressor(hidden_layer_sizes=(3,)).partial_fit(X, Y_REG).partial_fit(X, np.where(X[:, 0] > 1, np.nan, Y_REG))
+
+
+def test_parameters_changed_between_partial_fit_calls_are_validated():
+    model = MLPRegressor(hidden_layer_sizes=[5], solver="sgd").partial_fit(X, Y_REG)
+    model.partial_fit(X, Y_REG)
+    model.set_params(alpha=-1.0)
+    with pytest.raises(ValueError, match="'alpha' parameter"):
+        model.partial_fit(X, Y_REG)
+    model.set_params(alpha=0.0)
+    model.hidden_layer_sizes.append(2)  # edited in place: the same list object
+    with pytest.raises(ValueError, match="layer sizes"):
+        model.partial_fit(X, Y_REG)
+    model.hidden_layer_sizes[1] = "two"
+    with pytest.raises(ValueError, match="positive integers"):
+        model.partial_fit(X, Y_REG)
