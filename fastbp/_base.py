@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from ._fitted import STOPPING_FIELDS, FittedState, fitted_fields
 from ._threads import limit as limit_threads
 from ._validation import check_network_size
 from .kernels import _output_loss
@@ -27,11 +28,7 @@ from .optim import AdamOptimizer, SGDOptimizer
 from .trainer import Trainer, TrainingDivergedError, run_epochs
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
-
-# Bookkeeping of the stochastic solvers' stopping rule: created by their first
-# fit, dropped when a fit starts from scratch (so an lbfgs refit carries none).
-_STOPPING_STATE = ("loss_curve_", "validation_loss_curve_", "validation_scores_", "best_validation_score_",
-                   "best_loss_", "_no_improvement_count", "_best_params")
+_OPTIMIZERS = {"SGDOptimizer": "sgd", "AdamOptimizer": "adam"}
 
 
 class TrainingDivergedWarning(ConvergenceWarning):
@@ -51,6 +48,7 @@ def _check_solver(estimator):
     return True
 
 
+@fitted_fields  # n_iter_, loss_curve_, _network, ...: attributes of self._fitted, the one owner (fastbp._fitted)
 class _BaseMLP(BaseEstimator):
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
@@ -182,8 +180,7 @@ class _BaseMLP(BaseEstimator):
             _copy_into(network, seed_weights)
         self._set_network(network)
         self._optimizer = None
-        for name in _STOPPING_STATE:
-            vars(self).pop(name, None)
+        self._fitted.discard(STOPPING_FIELDS)
 
     def _set_network(self, network):
         self._network = network
@@ -219,37 +216,13 @@ class _BaseMLP(BaseEstimator):
                              f"and {self.activation!r}")
         self._sync_network(dtype)
 
-    def _prepare_stopping(self):
-        """Create or adapt the stopping rule's bookkeeping before an epoch loop.
-
-        It is created lazily because an lbfgs fit has none, and adapted because a
-        warm start may switch ``early_stopping`` (scikit-learn then fails).
-        """
-        if getattr(self, "loss_curve_", None) is None:
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            self.best_loss_ = self.validation_scores_ = self.validation_loss_curve_ = None
-            self.best_validation_score_ = None
-        if self.early_stopping and self.validation_scores_ is None:
-            self.validation_scores_, self.validation_loss_curve_ = [], []
-            self.best_validation_score_, self.best_loss_ = -np.inf, None
-            self._best_params = self._network.params.copy()
-        elif not self.early_stopping and self.best_loss_ is None:
-            self.best_loss_ = np.inf
-            self.validation_scores_ = self.validation_loss_curve_ = self.best_validation_score_ = None
-
     def _fit_stochastic(self, X, Y, sample_weight, incremental, callbacks):
         net = self._network
         # As in scikit-learn: fit() starts a fresh optimizer (so changed hyper-parameters
         # apply to a warm start), partial_fit continues the last one.
         if self._optimizer is None or not incremental:
-            if self.solver == "sgd":
-                self._optimizer = SGDOptimizer(net.n_params, net.dtype, self.learning_rate_init, self.learning_rate,
-                                               self.momentum, self.nesterovs_momentum, self.power_t)
-            else:
-                self._optimizer = AdamOptimizer(net.n_params, net.dtype, self.learning_rate_init, self.beta_1,
-                                                self.beta_2, self.epsilon)
-        self._prepare_stopping()
+            self._optimizer = self._make_optimizer(self.solver, net.n_params, net.dtype)
+        self._fitted.prepare_stopping(self.early_stopping)
         self.n_iter_ = 0  # scikit-learn's n_iter_ counts the epochs of this call; t_ counts all samples seen
         validate = None
         sw = sample_weight
@@ -267,7 +240,7 @@ class _BaseMLP(BaseEstimator):
         trainer = Trainer(net, self._optimizer, batch_size, self.alpha, self._loss_scale())
         sw = np.ones(n_samples, net.dtype) if sw is None else np.ascontiguousarray(sw, dtype=net.dtype)
         try:
-            stopped = run_epochs(self, trainer, X, Y, sw, rng=self._rng, max_iter=self.max_iter, shuffle=self.shuffle,
+            stopped = run_epochs(self._fitted, trainer, X, Y, sw, settings=self, max_iter=self.max_iter,
                                  incremental=incremental, validate=validate, callbacks=callbacks, report=print)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
@@ -276,7 +249,8 @@ class _BaseMLP(BaseEstimator):
             # As a drop-in, a diverging fit warns and stops instead of raising (a search over learning
             # rates must go on); the trainer has restored the last finite weights, where scikit-learn
             # would go on with NaN ones.  scikit-learn records the epoch's NaN validation score.
-            warnings.warn(f"{exc}; training stopped after {self.n_iter_} epoch(s) of this call", TrainingDivergedWarning)
+            warnings.warn(f"{exc}; training stopped after {self.n_iter_} epoch(s) of this call",
+                          TrainingDivergedWarning)
             if self.early_stopping:
                 self.validation_scores_.append(np.nan)
                 self.validation_loss_curve_.append(np.nan)
@@ -286,6 +260,15 @@ class _BaseMLP(BaseEstimator):
                           "hasn't converged yet.", ConvergenceWarning)
         if self.early_stopping:
             np.copyto(net.params, self._best_params)
+
+    def _make_optimizer(self, solver, n_params, dtype):
+        """A fresh optimizer of this estimator's settings; ``solver`` is "sgd" / "adam" or the class name."""
+        if _OPTIMIZERS.get(solver, solver) == "sgd":
+            return SGDOptimizer(n_params, dtype, self.learning_rate_init, self.learning_rate, self.momentum,
+                                self.nesterovs_momentum, self.power_t)
+        if _OPTIMIZERS.get(solver, solver) == "adam":
+            return AdamOptimizer(n_params, dtype, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon)
+        raise ValueError(f"unknown optimizer {solver!r}: expected one of {sorted(_OPTIMIZERS)}")
 
     def _validation_split(self, X, Y, sw):
         """``(X, Y, sw)`` of the training part and the scoring function of the held-out part."""
@@ -399,28 +382,33 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------ pickling
 
     def __getstate__(self):
-        if hasattr(self, "_network"):
-            self._sync_network()
         # A copy: on Python 3.11+ the base class hands back the live __dict__.
         state = dict(super().__getstate__())
         state.pop("_valid_params", None)  # a cache of the parameters' identities, meaningless in another process
-        net = state.pop("_network", None)
-        if net is not None:
-            # The network's layout and flat vector only: coefs_ / intercepts_ are
-            # views rebuilt on load, and its workspaces are scratch memory.
-            del state["coefs_"], state["intercepts_"]
-            state["_network_state"] = (net.layer_units, net.activation, net.out_activation, net.dtype.str, net.params)
+        if "_fitted" in state:
+            state["_fitted"] = self._export_fitted()
+            if "_network" in state["_fitted"][0]:  # coefs_ / intercepts_ are views of its vector, rebuilt on load
+                del state["coefs_"], state["intercepts_"]
         return state
 
     def __setstate__(self, state):
         state = dict(state)
-        net = state.pop("_network_state", None)
+        fitted = state.pop("_fitted", None)
         super().__setstate__(state)
-        if net is not None:
-            units, activation, out_activation, dtype, params = net
-            if not params.flags.writeable:  # joblib memory-maps arrays read-only; training writes in place
-                params = params.copy()
-            self._set_network(Network(units, activation, out_activation, dtype, params))
+        if fitted is not None:
+            self._import_fitted(*fitted)
+
+    def _export_fitted(self):
+        """``(meta, arrays)`` of every fitted attribute, arrays assigned to ``coefs_`` included: for pickling and io."""
+        if hasattr(self, "_network"):
+            self._sync_network()
+        return self._fitted.export()
+
+    def _import_fitted(self, meta, arrays):
+        """Restore what :meth:`_export_fitted` gave; ``ValueError`` for an inconsistent state."""
+        self._fitted = FittedState.restore(meta, arrays, self._make_optimizer)
+        if hasattr(self, "_network"):
+            self._set_network(self._network)
 
     def _common_validation(self, X, y, reset, **kwargs):
         if (not reset and self._ready_input(X) and _plain_targets(y, X.shape[0])

@@ -30,7 +30,7 @@ def _plain_labels(y, classes):
 
 
 def _known_labels(y, classes, plain):
-    """Whether every label of ``y`` is in the sorted ``classes``: by binary search for plain labels (no sort of ``y``)."""
+    """Whether every label of ``y`` is in the sorted ``classes``: binary search for plain labels (no sort of y)."""
     if not plain:
         return not len(np.setdiff1d(unique_labels(y), classes))
     index = np.minimum(np.searchsorted(classes, y), classes.shape[0] - 1)

@@ -20,6 +20,7 @@ import fastbp
 import fastbp._base
 import fastbp._validation
 from fastbp import MLPClassifier, MLPRegressor, TrainingDivergedError, TrainingDivergedWarning
+from fastbp._fitted import FIELDS, expected_arrays
 from fastbp._validation import check_network_size
 
 RNG = np.random.RandomState(0)
@@ -155,7 +156,8 @@ def test_divergence_does_not_stop_a_search_over_learning_rates():
     with warnings.catch_warnings():
         # The diverged model's huge (finite) weights overflow at predict: scored as error_score, with a warning.
         warnings.simplefilter("ignore")
-        search = GridSearchCV(_diverging().set_params(max_iter=5), {"learning_rate_init": [1e6, 0.01]}, cv=2).fit(X * 1e3, Y_CLASS)
+        search = GridSearchCV(_diverging().set_params(max_iter=5), {"learning_rate_init": [1e6, 0.01]}, cv=2)
+        search.fit(X * 1e3, Y_CLASS)
     assert search.best_params_ == {"learning_rate_init": 0.01}
 
 
@@ -269,7 +271,7 @@ def test_help_documents_every_parameter_and_attribute(cls):
     assert names == set(cls().get_params())
     model = cls(hidden_layer_sizes=(3,), max_iter=2, early_stopping=True).fit(X, Y_CLASS if cls is MLPClassifier
                                                                                else Y_REG)
-    fitted = {name for name in vars(model) if name.endswith("_") and not name.startswith("_")}
+    fitted = {name for name in [*FIELDS, "coefs_", "intercepts_"] if not name.startswith("_") and hasattr(model, name)}
     assert fitted - {"best_loss_"} <= set(re.findall(r"^    (\w+) :", attributes, re.MULTILINE))
     for addition in ("callbacks", "n_threads", "validation_loss_curve_"):
         assert f"    {addition} :" in doc
@@ -328,3 +330,48 @@ def test_parameters_changed_between_partial_fit_calls_are_validated():
     model.hidden_layer_sizes[1] = "two"
     with pytest.raises(ValueError, match="positive integers"):
         model.partial_fit(X, Y_REG)
+
+
+# ----------------------------------------------------------------------------- the fitted state (issue 14)
+
+
+@pytest.mark.parametrize("cls, y, params", [
+    (MLPClassifier, Y_CLASS, dict(solver="sgd", learning_rate="invscaling")),
+    (MLPClassifier, Y_CLASS == "a", dict(solver="adam", early_stopping=True, max_iter=3)),
+    (MLPRegressor, Y_REG, dict(solver="adam", random_state=np.random.Generator(np.random.MT19937(3)))),
+])
+def test_fitted_state_export_restores_training_exactly(cls, y, params):
+    import json
+
+    model = cls(**{**dict(hidden_layer_sizes=(5,), batch_size=16, random_state=0, warm_start=True), **params})
+    for _ in range(2):
+        model.fit(X, y)
+    meta, arrays = model._export_fitted()
+    assert all(isinstance(a, np.ndarray) and a.ndim == 1 for a in arrays.values())
+    assert set(meta) == {name for name in FIELDS if hasattr(model, name)} - {"classes_"}  # every field travels
+    assert {k: (v.dtype, v.shape) for k, v in arrays.items()} == expected_arrays(meta)
+    twin = cls(**model.get_params())
+    twin._import_fitted(json.loads(json.dumps(meta, allow_nan=False)), {k: v.copy() for k, v in arrays.items()})
+    for m in (model, twin):
+        m.fit(X, y)
+    _same_weights(model, twin, atol=0)
+    assert twin.loss_curve_ == model.loss_curve_ and twin.t_ == model.t_
+    if model.early_stopping:
+        assert twin.validation_scores_ == model.validation_scores_
+
+
+def test_fitted_state_restore_refuses_inconsistent_input():
+    model = MLPClassifier(hidden_layer_sizes=(5,), solver="sgd", max_iter=2).fit(X, Y_CLASS)
+    meta, arrays = model._export_fitted()
+    cases = [({**meta, "surprise_": 1}, arrays, "unknown fitted attributes"),
+             (meta, {**arrays, "params": arrays["params"][:-1]}, "fitted array 'params'"),
+             (meta, {**arrays, "optimizer_velocity": arrays["params"][:3]}, "fitted array 'optimizer_velocity'"),
+             (meta, {**arrays, "extra": arrays["params"]}, "fitted array 'extra'"),
+             ({**meta, "_network": {**meta["_network"], "layer_units": [4, -1]}}, arrays, "layer_units"),
+             ({**meta, "n_outputs_": 7}, arrays, "do not match"),
+             ({**meta, "t_": "many"}, arrays, "expected an integer"),
+             ({**meta, "_rng": {"bit_generator": "Mystery"}}, arrays, "bit generator")]
+    for bad_meta, bad_arrays, match in cases:
+        with pytest.raises(ValueError, match=match):
+            MLPClassifier()._import_fitted(bad_meta, bad_arrays)
+    assert not hasattr(MLPClassifier(), "n_iter_")  # unset fields are missing attributes, as in scikit-learn
