@@ -68,7 +68,7 @@ ATTRIBUTES = """\
 loss_ : float
     The loss of the last epoch (or of the 'lbfgs' solution).
 best_loss_ : float or None
-    The lowest epoch loss; None with early stopping or for 'lbfgs'.
+    The lowest epoch loss of 'sgd' / 'adam'; None with early stopping.
 loss_curve_ : list of float
     The loss of every epoch ('sgd', 'adam').
 validation_scores_ : list of float or None
@@ -103,6 +103,9 @@ out_activation_ : str
 def estimator_doc(summary: str, parameters: str, attributes: str) -> str:
     """A numpydoc class docstring: ``summary``, then the Parameters and Attributes sections."""
     indent = "    "
-    body = lambda text: "".join(indent + line if line.strip() else line for line in text.splitlines(True))  # noqa: E731
-    return (f"{summary}\n\n{indent}Parameters\n{indent}----------\n{body(parameters)}\n"
-            f"{indent}Attributes\n{indent}----------\n{body(attributes)}")
+
+    def section(title, text):  # indented like the summary's continuation lines, as cleandoc expects
+        lines = "".join(indent + line if line.strip() else line for line in text.splitlines(True))
+        return f"{indent}{title}\n{indent}{'-' * len(title)}\n{lines}"
+
+    return f"{summary}\n\n{section('Parameters', parameters)}\n{section('Attributes', attributes)}"

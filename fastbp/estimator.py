@@ -44,8 +44,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Trains with fastbp's fused Numba kernels; float32 input trains in float32.
     Softmax output for multiclass targets, logistic for binary and multilabel.""",
         PARAMETERS,
-        """classes_ : ndarray or list of ndarray
-    The class labels (per output for multilabel targets).
+        """classes_ : ndarray of shape (n_classes,)
+    The class labels, sorted (for multilabel targets, the column indices).
 """ + ATTRIBUTES)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
@@ -57,9 +57,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over (X, y); ``classes`` is required on the first call.
+        """One epoch over (X, y); ``n_iter_`` is then 1, as in scikit-learn, and ``t_`` counts every call's rows.
 
-        ``n_iter_`` is then 1, as in scikit-learn; ``t_`` counts the samples of every call.
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array-like of shape (n_classes,), default=None
+            Every class of all calls: required on the first call (y need not
+            hold them all), then optional.
+
+        Returns
+        -------
+        self : object
         """
         self._validate_params()
         if not hasattr(self, "classes_"):
@@ -176,7 +187,18 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y); ``n_iter_`` is then 1, as in scikit-learn."""
+        """One epoch over (X, y); ``n_iter_`` is then 1, as in scikit-learn, and ``t_`` counts every call's rows.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
         self._validate_params()
         return self._fit(X, y, sample_weight, incremental=True)
 
