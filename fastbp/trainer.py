@@ -82,62 +82,65 @@ class Trainer:
         return total / order.size
 
 
-def run_epochs(model, trainer, X, Y, sample_weight, *, rng, max_iter, shuffle, incremental,
-               validate=None, callbacks=(), report=None):
-    """The epoch loop of scikit-learn's stochastic solvers, on ``model``'s fitted attributes.
+def run_epochs(state, trainer, X, Y, sample_weight, *, settings, max_iter, incremental, validate=None,
+               callbacks=(), report=None):
+    """The epoch loop of scikit-learn's stochastic solvers, on a :class:`fastbp._fitted.FittedState`.
 
-    ``model`` carries scikit-learn's bookkeeping attributes (``n_iter_``, ``t_``,
-    ``loss_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
-    ``best_validation_score_``, ``_no_improvement_count``) and the settings
-    ``tol``, ``n_iter_no_change``, ``early_stopping``, ``verbose``.  ``validate()``
-    returns ``(score, loss)`` on the held-out split when early stopping.  Each
-    callback gets an :class:`EpochInfo` and stops training by returning True.
-    Returns whether training stopped before ``max_iter`` epochs (converged,
-    plateaued or stopped by a callback).
+    ``state`` carries scikit-learn's bookkeeping (``n_iter_``, ``t_``, ``loss_``,
+    ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
+    ``validation_loss_curve_``, ``best_validation_score_``,
+    ``_no_improvement_count``, ``_best_params``) and the generator ``_rng``
+    that shuffles; ``settings`` (the estimator) the parameters ``tol``,
+    ``n_iter_no_change``, ``early_stopping``, ``shuffle``, ``verbose``.
+    ``validate()`` returns ``(score, loss)`` on the held-out split when early
+    stopping.  Each callback gets an :class:`EpochInfo` and stops training by
+    returning True.  Returns whether training stopped before ``max_iter`` epochs
+    (converged, plateaued or stopped by a callback).
     """
     net, opt = trainer.network, trainer.optimizer
     order = np.arange(X.shape[0], dtype=np.int64)
-    verbose = bool(model.verbose) and report is not None
+    verbose = bool(settings.verbose) and report is not None
+    tol, early_stopping = settings.tol, settings.early_stopping
     for _ in range(max_iter):
-        if shuffle:
-            rng.shuffle(order)
+        if settings.shuffle:
+            state._rng.shuffle(order)
         started = time.perf_counter()
-        model.loss_ = trainer.epoch(X, Y, sample_weight, order)
+        state.loss_ = trainer.epoch(X, Y, sample_weight, order)
         seconds = time.perf_counter() - started
-        model.n_iter_ += 1
-        model.t_ += X.shape[0]
-        model.loss_curve_.append(model.loss_)
+        state.n_iter_ += 1
+        state.t_ += X.shape[0]
+        state.loss_curve_.append(state.loss_)
         if verbose:
-            report("Iteration %d, loss = %.8f" % (model.n_iter_, model.loss_))
+            report("Iteration %d, loss = %.8f" % (state.n_iter_, state.loss_))
         score = val_loss = None
-        if model.early_stopping:
+        if early_stopping:
             score, val_loss = validate()
-            model.validation_scores_.append(score)
-            model.validation_loss_curve_.append(val_loss)
+            state.validation_scores_.append(score)
+            state.validation_loss_curve_.append(val_loss)
             if verbose:
                 report("Validation score: %f" % score)
-            if score < model.best_validation_score_ + model.tol:
-                model._no_improvement_count += 1
+            if score < state.best_validation_score_ + tol:
+                state._no_improvement_count += 1
             else:
-                model._no_improvement_count = 0
-            if score > model.best_validation_score_:
-                model.best_validation_score_ = score
-                np.copyto(model._best_params, net.params)
+                state._no_improvement_count = 0
+            if score > state.best_validation_score_:
+                state.best_validation_score_ = score
+                np.copyto(state._best_params, net.params)
         else:
-            if model.loss_ > model.best_loss_ - model.tol:
-                model._no_improvement_count += 1
+            if state.loss_ > state.best_loss_ - tol:
+                state._no_improvement_count += 1
             else:
-                model._no_improvement_count = 0
-            model.best_loss_ = min(model.best_loss_, model.loss_)
-        opt.iteration_ends(model.t_)
-        info = EpochInfo(model.n_iter_, model.loss_, opt.learning_rate, seconds, score, val_loss)
+                state._no_improvement_count = 0
+            state.best_loss_ = min(state.best_loss_, state.loss_)
+        opt.iteration_ends(state.t_)
+        info = EpochInfo(state.n_iter_, state.loss_, opt.learning_rate, seconds, score, val_loss)
         stop = any([bool(callback(info)) for callback in callbacks])  # every callback sees every epoch
-        if model._no_improvement_count > model.n_iter_no_change:
-            what = "Validation score" if model.early_stopping else "Training loss"
-            msg = f"{what} did not improve more than tol={model.tol:f} for {model.n_iter_no_change} consecutive epochs."
+        if state._no_improvement_count > settings.n_iter_no_change:
+            what = "Validation score" if early_stopping else "Training loss"
+            msg = f"{what} did not improve more than tol={tol:f} for {settings.n_iter_no_change} consecutive epochs."
             if opt.trigger_stopping(msg, verbose, report or print):
                 return True
-            model._no_improvement_count = 0
+            state._no_improvement_count = 0
         if stop:
             return True
         if incremental:
