@@ -31,7 +31,7 @@ ACTIVATIONS = ALL_ACTIVATIONS[:4]
 OUT_ACTIVATIONS = ("identity", "logistic", "softmax", "exp")
 IDENTITY, RELU, LOGISTIC, TANH, SOFTMAX, EXP = range(6)
 
-SGD, ADAM = 0, 1  # the optimizer step's solver codes (fastbp.step.Hyper.solver)
+SGD, ADAM = 0, 1  # the solver codes (fastbp.step.OPTIMIZER_STEPS)
 EPOCH_DONE, EPOCH_DIVERGED, EPOCH_BAD_ORDER = 0, 1, 2  # the status an epoch kernel returns
 
 
