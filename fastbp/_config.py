@@ -45,6 +45,11 @@ def jit_inner(func):
     return njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **JIT_OPTIONS)(func)
 
 
+def jit_inline(func):
+    """A small scalar helper, inlined into each nopython caller (it has no call layer or compilation of its own)."""
+    return njit(inline="always", **JIT_OPTIONS)(func)
+
+
 def jit_parallel(func):
     """Compile ``func`` with the project's options plus ``parallel``, for its ``prange`` loops."""
     return njit(parallel=True, **JIT_OPTIONS)(func)

@@ -161,35 +161,18 @@ def _gather(rows, order, start, lo, hi, batch, n_in):
         batch.sw[r] = rows.sw[src]
 
 
-@jit_inner
-def _slice_gradients(grads, n_chunks, lo, hi):
-    """``(g0, g1, has_g1)``: the chunks' raw gradients on ``[lo, hi)``, whose sum is ``g0 (+ g1)``.
-
-    Chunks 2, 3, ... are first summed into chunk 0's; chunk 1's is added as the
-    step reads it, so with two chunks chunk 0's is not written back (on two
-    threads a write would pull its cache lines from the other core).
-    """
-    g0 = grads[0][lo:hi]
-    for c in range(2, n_chunks):
-        part = grads[c][lo:hi]
-        for k in range(g0.size):
-            g0[k] += part[k]
-    has_g1 = n_chunks > 1
-    return g0, grads[1][lo:hi] if has_g1 else g0, has_g1
-
-
-# The optimizer steps on ``params[lo:hi]``, with the gradient ``(raw + alpha * W) *
-# scale``; each returns ``||W||^2`` before the step.  The flags are loop-invariant,
+# The optimizer steps on ``p = params[lo:hi]``, with the gradient ``(g0 (+ g1) +
+# alpha * W) * scale`` from the chunks' raw gradients on the slice (see
+# _step_segment); each returns ``||W||^2`` before the step.  The flags are loop-invariant,
 # so LLVM splits each loop into one straight copy per case.  The loops run over
 # slices indexed from 0: LLVM vectorizes those, but not a ``range(lo, hi)`` loop
 # whose ``lo`` is a computed quotient (measured 9x slower).
 
 
 @jit_inner
-def _sgd_slice(params, grads, n_chunks, state, lo, hi, scale, hyper, t, alpha):
+def _sgd_slice(p, g0, g1, has_g1, state, lo, hi, scale, hyper, t, alpha):
     """SGD: ``v = momentum * v - lr * g``, ``W += v`` (Nesterov: ``W += momentum * v - lr * g``)."""
-    g0, g1, has_g1 = _slice_gradients(grads, n_chunks, lo, hi)
-    p, velocity = params[lo:hi], state[0][lo:hi]
+    velocity = state[0][lo:hi]
     lr, momentum, nesterov = hyper.lr, hyper.momentum, hyper.nesterov
     norm = p.dtype.type(0)
     for k in range(p.size):
@@ -203,10 +186,9 @@ def _sgd_slice(params, grads, n_chunks, state, lo, hi, scale, hyper, t, alpha):
 
 
 @jit_inner
-def _adam_slice(params, grads, n_chunks, state, lo, hi, scale, hyper, t, alpha):
+def _adam_slice(p, g0, g1, has_g1, state, lo, hi, scale, hyper, t, alpha):
     """Adam, at step ``t``: moments ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``, bias-corrected rate."""
-    g0, g1, has_g1 = _slice_gradients(grads, n_chunks, lo, hi)
-    p, m1, m2 = params[lo:hi], state[0][lo:hi], state[1][lo:hi]
+    m1, m2 = state[0][lo:hi], state[1][lo:hi]
     beta_1, beta_2, epsilon = hyper.beta_1, hyper.beta_2, hyper.epsilon
     lr = p.dtype.type(hyper.lr * np.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t))
     one = p.dtype.type(1)
@@ -236,10 +218,21 @@ def _step_segment(s, n_seg, params, grads, state, n_coef, scale, hyper, t, alpha
     (A function, not the body of the caller's ``prange`` loop: there, Numba's
     parallel lowering lost the write into ``seg_norm``, an array of a bundle.)
     """
-    seg_norm[s] = _optimizer_slice(params, grads, n_seg, state, n_coef * s // n_seg, n_coef * (s + 1) // n_seg, scale,
-                                   hyper, t, alpha)
-    if s == n_seg - 1:
-        _optimizer_slice(params, grads, n_seg, state, n_coef, params.size, scale, hyper, t, alpha - alpha)
+    bounds = ((n_coef * s // n_seg, n_coef * (s + 1) // n_seg), (n_coef, params.size if s == n_seg - 1 else n_coef))
+    for part in range(2):
+        lo, hi = bounds[part]
+        # Chunks 2, 3, ... are summed into chunk 0's raw gradient; chunk 1's is added as the step reads
+        # it, so with two chunks chunk 0's is not written back (on two threads a write would pull its
+        # cache lines from the other core).
+        g0 = grads[0][lo:hi]
+        for c in range(2, n_seg):
+            extra = grads[c][lo:hi]
+            for k in range(g0.size):
+                g0[k] += extra[k]
+        norm = _optimizer_slice(params[lo:hi], g0, grads[1][lo:hi] if n_seg > 1 else g0, n_seg > 1, state, lo, hi,
+                                scale, hyper, t, alpha if part == 0 else alpha - alpha)
+        if part == 0:
+            seg_norm[s] = norm
 
 
 @jit_inner
