@@ -1,13 +1,18 @@
 """Performance suite, run apart from the unit tests: ``python -m pytest bench -q``.
 
-The summary says what the ratios were measured under: BLAS libraries and
-threads (every peer gets the same), OPENBLAS_* variables, and the machine's
-load, which on a shared machine moves every ratio here.
+The targets come from :mod:`fastbp.bench.targets`, measured by the harness's
+own protocol (peers alternating in this one process, nothing between rounds).
+The summary says what they were measured under: the BLAS libraries and the
+OPENBLAS_* variables, and the machine's load, which on a shared machine moves
+every ratio here.
 """
 
 import os
 
+import pytest
 from threadpoolctl import threadpool_info
+
+from fastbp.bench.targets import verdict
 
 _LOAD_AT_START = []
 
@@ -25,3 +30,17 @@ def pytest_terminal_summary(terminalreporter):
     load = "load average (1, 5, 15 min) at start %.2f %.2f %.2f" % tuple(_LOAD_AT_START)
     terminalreporter.write_line(f"fastbp bench: BLAS {blas}; {env}")
     terminalreporter.write_line(f"fastbp bench: {load}, at end %.2f %.2f %.2f" % os.getloadavg())
+
+
+@pytest.fixture
+def target():
+    """``target(results, key)``: assert one of fastbp's targets (skip when a peer is not installed)."""
+
+    def check(results, key):
+        met, message = verdict(results, key)
+        print("\n" + message)
+        if met is None:
+            pytest.skip(message)
+        assert met, message
+
+    return check
