@@ -27,9 +27,9 @@ def pytest_terminal_summary(terminalreporter):
     blas = ", ".join(f"{os.path.basename(p['filepath'])} {p['version']} {p.get('architecture')} "
                      f"{p['num_threads']} threads" for p in threadpool_info() if p["user_api"] == "blas")
     env = ", ".join(f"{k}={os.environ.get(k, '(not set)')}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
-    load = "load average (1, 5, 15 min) at start %.2f %.2f %.2f" % tuple(_LOAD_AT_START)
+    start, end = (" ".join(f"{v:.2f}" for v in load) for load in (_LOAD_AT_START, os.getloadavg()))
     terminalreporter.write_line(f"fastbp bench: BLAS {blas}; {env}")
-    terminalreporter.write_line(f"fastbp bench: {load}, at end %.2f %.2f %.2f" % os.getloadavg())
+    terminalreporter.write_line(f"fastbp bench: load average (1, 5, 15 min) at start {start}, at end {end}")
 
 
 @pytest.fixture

@@ -20,5 +20,5 @@ def test_kernel_pair(benchmark, op, shape, dtype, impl):
 
 @pytest.mark.parametrize("key", [k for k in TARGETS if k.startswith("kernel/")])
 def test_kernel_speedup(target, key):
-    op, shape, dtype = key.split("/")[1].split()
+    _, shape, dtype = key.split("/")[1].split()
     target({"kernels": {f"{shape} {dtype}": kernel_case(shape, dtype, rounds=11)}}, key)

@@ -10,12 +10,14 @@ from fastbp.bench import report
 from fastbp.bench.cases import partial_fit_case, predict_case, training_case
 from fastbp.bench.peers import BlasOnly, FastbpFit, NumpyLoop, digits_problem, mnist_problem
 from fastbp.bench.protocol import choose_threads, quiet_warnings
-from fastbp.bench.run import DIGITS_PEERS
+from fastbp.bench.run import DIGITS_PEERS, Size
+
+SIZE = Size()  # the full benchmark's rounds and sizes: the same measurement as README's Results
 
 
 @pytest.fixture(scope="module")
 def digits():
-    comp = training_case(digits_problem(), DIGITS_PEERS, rounds=9)
+    comp = training_case(digits_problem(), DIGITS_PEERS, SIZE.rounds)
     print("\n" + report.training_section(comp))
     return {"digits": comp}
 
@@ -27,21 +29,22 @@ def test_digits_batch_32(digits, target, key):
 
 
 def test_mnist_sized(target):
-    comp = training_case(mnist_problem(60000, epochs=3), [FastbpFit, BlasOnly, NumpyLoop], rounds=5)
+    problem = mnist_problem(SIZE.mnist_rows, SIZE.mnist_epochs)
+    comp = training_case(problem, [FastbpFit, BlasOnly, NumpyLoop], SIZE.mnist_rounds)
     print("\n" + report.training_section(comp))
     target({"mnist": comp}, "mnist/blas")
     target({"mnist": comp}, "mnist/numpy")
 
 
 def test_partial_fit_epoch(target):
-    comp = partial_fit_case(digits_problem(), rounds=9)
+    comp = partial_fit_case(digits_problem(), SIZE.rounds)
     print("\n" + report.training_section(comp))
     target({"partial_fit": comp}, "partial_fit")
 
 
 @pytest.fixture(scope="module")
 def predict():
-    return {"predict": predict_case(digits_problem(), rounds=9)}
+    return {"predict": predict_case(digits_problem(), SIZE.rounds)}
 
 
 @pytest.mark.parametrize("key", ["predict", "predict_proba"])

@@ -3,6 +3,7 @@
 import itertools
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -150,7 +151,8 @@ def predict_case(problem, rounds=9) -> Comparison:
         for peer in (FastbpFit(problem), SklearnFit(problem)):
             peer.train(problem.epochs, ALL_CORES)
             for method in ("predict", "predict_proba"):
-                calls[f"{peer.name.split()[0]} {method}"] = _repeat(lambda m=getattr(peer.model, method): m(row))
+                bound = getattr(peer.model, method)
+                calls[f"{peer.name.split()[0]} {method}"] = _repeat(lambda bound=bound: bound(row))
         comp.seconds = alternate(calls, rounds)
     return comp
 
@@ -193,7 +195,7 @@ def gemm_peaks(n=2048, rounds=3) -> dict:
     for dtype in ("float32", "float64"):
         A, B, C = (rng.standard_normal((n, n)).astype(dtype) for _ in range(3))
         for threads in THREAD_COUNTS:
-            context = lambda threads=threads: blas_threads(threads)  # noqa: E731
+            context = partial(blas_threads, threads)
             calls["numpy's", dtype, threads] = Call(lambda A=A, B=B, C=C: np.dot(A, B, out=C), 1, context)
             calls["scipy's (fastbp's)", dtype, threads] = Call(lambda A=A, B=B, C=C: gemm(A, B, C), 1, context)
     times = alternate(calls, rounds)

@@ -121,7 +121,7 @@ class JaxScan(Peer):
         steps = len(p.X) // p.batch
         for _ in range(epochs):
             batches = rng.permutation(len(p.X))[:steps * p.batch].reshape(steps, p.batch)
-            params, velocity, loss = self.epoch(params, velocity, self.X, self.Y, batches)
+            params, velocity, _ = self.epoch(params, velocity, self.X, self.Y, batches)
         self.params = self.jax.block_until_ready(params)
 
     def predict(self):

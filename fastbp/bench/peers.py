@@ -113,9 +113,9 @@ class SklearnFit(Peer):
 
     def params(self, epochs):
         p = self.problem
-        return dict(hidden_layer_sizes=p.hidden, solver="sgd", batch_size=p.batch, learning_rate_init=LR,
-                    momentum=MOMENTUM, nesterovs_momentum=False, alpha=0.0, max_iter=epochs, tol=0.0,
-                    n_iter_no_change=epochs + 1, random_state=0)
+        return {"hidden_layer_sizes": p.hidden, "solver": "sgd", "batch_size": p.batch, "learning_rate_init": LR,
+                "momentum": MOMENTUM, "nesterovs_momentum": False, "alpha": 0.0, "max_iter": epochs, "tol": 0.0,
+                "n_iter_no_change": epochs + 1, "random_state": 0}
 
     def train(self, epochs, threads):
         self.model = self.estimator(epochs, threads).fit(self.problem.X, self.problem.y)

@@ -12,9 +12,9 @@ load change on the machine that hits both peers of a round cancels out of it.
 import os
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
 
 ALL_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 THREAD_COUNTS = tuple(sorted({1, ALL_CORES}))

@@ -42,7 +42,7 @@ def machine(command: str, load) -> str:
     rows = [("command", f"`{command}`"), ("date", datetime.datetime.now().isoformat(timespec="seconds")),
             ("machine", f"{platform.platform()}; {_cpu_model()}; {os.cpu_count()} cores"),
             ("versions", f"python {platform.python_version()}, {versions}"), ("environment", env),
-            ("load average at start (1, 5, 15 min)", "%.2f %.2f %.2f" % load)]
+            ("load average at start (1, 5, 15 min)", " ".join(f"{v:.2f}" for v in load))]
     rows += [(f"{p['user_api']} library {os.path.basename(p['filepath'])}",
               f"{p['internal_api']} {p['version']}, kernel {p.get('architecture')}, {p['num_threads']} threads")
              for p in threadpool_info()]
@@ -132,8 +132,9 @@ def compile_section(costs) -> str:
     rows += [(f"after warm-up: {solver}", f"{r['import']:.2f}", f"{r['first fit']:.2f}", f"{r['second fit']:.3f}",
               f"{r['process']:.2f}") for solver, r in costs["after warmup"].items()]
     return ("## Compile time\n\nFresh processes with `NUMBA_CACHE_DIR` set to a new empty folder, then the same "
-            "folder again, filled by the first. Fit: `MLPClassifier(solver='sgd', batch_size=32, max_iter=1)` on digits, float32 "
-            f"(import fastbp, then two fits). `fastbp train digits`, start to exit: **{train['cold']:.2f} s** cold, "
+            "folder again, filled by the first. Fit: `MLPClassifier(solver='sgd', batch_size=32, max_iter=1)` on "
+            "digits, float32 (import fastbp, then two fits). "
+            f"`fastbp train digits`, start to exit: **{train['cold']:.2f} s** cold, "
             f"**{train['second']:.2f} s** the second run. Warm-up (`{warm['command']}`) in an empty cache: "
             f"{warm['seconds']:.1f} s; then each solver's first fit in a new process:\n\n"
             + table(("process", "import fastbp s", "first fit s", "second fit s", "process start to exit s"), rows))
