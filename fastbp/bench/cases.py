@@ -41,16 +41,12 @@ def _timed(call: Call) -> float:
         return time.perf_counter() - started
 
 
-PROBE_EPOCHS = 5
-
-
 def training_case(problem, peer_classes, rounds, probe_rounds=3) -> Comparison:
     """Peers train ``problem`` for ``problem.epochs`` epochs per round, from fresh weights, alternating.
 
     Before the rounds: each peer's first call (one epoch: compiling, caches),
     timed apart, then its thread count (:func:`~fastbp.bench.protocol.choose_threads`,
-    in rounds of up to ``PROBE_EPOCHS``: enough to spread a fit's set-up, few
-    enough for PyTorch on two threads).  After them: each peer's training accuracy.
+    in rounds of ``problem.probe_epochs``).  After them: each peer's training accuracy.
     """
     peers, comp = {}, Comparison(problem.name, "epoch", {}, flops=problem.epoch_flops())
     for cls in peer_classes:
@@ -61,7 +57,7 @@ def training_case(problem, peer_classes, rounds, probe_rounds=3) -> Comparison:
         if cls is JaxScan:
             comp.threads[cls.name] = choose_jax_threads()
         peers[cls.name] = cls(problem)
-    probe = min(problem.epochs, PROBE_EPOCHS)
+    probe = min(problem.epochs, problem.probe_epochs)
     with quiet_warnings():
         for name, peer in peers.items():
             comp.first_call[name] = _timed(peer.call(ALL_CORES, epochs=1))

@@ -30,6 +30,7 @@ class Problem:
     hidden: tuple
     batch: int
     epochs: int
+    probe_epochs: int = 5  # per round of the thread-count choice: enough to spread a fit's set-up over
 
     @property
     def units(self):
@@ -74,7 +75,8 @@ def mnist_problem(rows=60000, epochs=3):
     from sklearn.datasets import make_classification
 
     X, y = make_classification(rows, 784, n_informative=50, n_classes=10, random_state=0)
-    return Problem(f"MNIST-sized {rows}x784, 784-256-128-10, batch 128", _standardise(X), y, (256, 128), 128, epochs)
+    return Problem(f"MNIST-sized {rows}x784, 784-256-128-10, batch 128", _standardise(X), y, (256, 128), 128, epochs,
+                   probe_epochs=1)
 
 
 class Peer:
