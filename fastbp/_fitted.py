@@ -179,7 +179,8 @@ def expected_arrays(meta) -> dict:
             expected["_best_params"] = (dtype, (n_params,))
         optimizer = meta.get("_optimizer")
         if optimizer is not None:
-            if not isinstance(optimizer.get("arrays"), list) or not all(isinstance(a, str) for a in optimizer["arrays"]):
+            names = optimizer.get("arrays")
+            if not isinstance(names, list) or not all(isinstance(a, str) for a in names):
                 raise ValueError(f"optimizer metadata {optimizer!r}: expected a list of state array names")
             expected.update({f"optimizer_{a}": (dtype, (n_params,)) for a in optimizer["arrays"]})
     elif meta.get("_best_params") == "array" or meta.get("_optimizer") is not None:

@@ -111,7 +111,9 @@ def _blas_libraries():
                     get, put = lib._get_symbol("openblas_get_num_threads"), lib._get_symbol("openblas_set_num_threads")
                 except AttributeError:  # another threadpoolctl: its public methods below
                     pass
-            _blas.append((get, put) if get is not None and put is not None else (lib.get_num_threads, lib.set_num_threads))
+            if get is None or put is None:
+                get, put = lib.get_num_threads, lib.set_num_threads
+            _blas.append((get, put))
     return _blas
 
 

@@ -105,7 +105,8 @@ def check_affine_backward(X, W, dY, dX, dW, db):
     W = check_matrix(W, "W", rows=X.shape[1], dtype=X.dtype, rows_of="X.shape[1]")
     dY = check_matrix(dY, "dY", rows=X.shape[0], dtype=X.dtype, rows_of="X.shape[0]")
     if dY.shape[1] != W.shape[1]:
-        raise ValueError(f"dY has {dY.shape[1]} columns but W has {W.shape[1]}: expected dY of shape {(X.shape[0], W.shape[1])}")
+        raise ValueError(f"dY has {dY.shape[1]} columns but W has {W.shape[1]}: expected dY of shape "
+                         f"{(X.shape[0], W.shape[1])}")
     operands = {"X": X, "W": W, "dY": dY}
     dW = check_out(dW, "dW", W.shape, X.dtype, allocate=False, inputs=operands)
     db = check_out(db, "db", (W.shape[1],), X.dtype, allocate=False, inputs={**operands, "dW": dW})

@@ -7,8 +7,9 @@ features are standardised with statistics fitted on the train split only.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from sklearn import datasets as skd

@@ -18,6 +18,7 @@ from sklearn.utils.validation import column_or_1d
 from ._base import _BaseMLP, _check_solver, _store_arguments
 from ._docs import ATTRIBUTES, PARAMETERS, estimator_doc
 
+
 def _plain_labels(y, classes):
     """Whether ``y`` is 1-D and it and ``classes`` are both plain numbers or both strings (the fast label paths apply).
 

@@ -18,10 +18,20 @@ Conventions
 
 import numpy as np
 
-from ._config import ALL_ACTIVATIONS, ACTIVATIONS, EXP, LOGISTIC, OUT_ACTIVATIONS, RELU, SOFTMAX, TANH
-from ._config import activation_code, jit, jit_inline
+from ._config import (
+    ACTIVATIONS,
+    ALL_ACTIVATIONS,
+    EXP,
+    LOGISTIC,
+    OUT_ACTIVATIONS,
+    RELU,
+    SOFTMAX,
+    TANH,
+    activation_code,
+    jit,
+    jit_inline,
+)
 from ._validation import check_affine_backward, check_loss_inputs, check_matrix, check_out, check_vector
-
 
 # 2^n for n = -126 ... 0: the scaling step of _exp_nonpositive.
 _POW2_NONPOSITIVE = (2.0 ** np.arange(-126, 1)).astype(np.float32)
@@ -392,7 +402,8 @@ def affine_forward(X, W, b, activation="identity", out=None):
     b = check_vector(b, "b", length=W.shape[1], dtype=X.dtype, length_of="W.shape[1]")
     out = check_out(out, "out", (X.shape[0], W.shape[1]), X.dtype, inputs={"X": X, "W": W, "b": b})
     if not _affine_forward(X, W, b, code, out):
-        raise ValueError("affine_forward: X, W or b contains NaN or infinity (or X @ W + b overflowed); expected finite values")
+        raise ValueError("affine_forward: X, W or b contains NaN or infinity (or X @ W + b overflowed); "
+                         "expected finite values")
     return out
 
 

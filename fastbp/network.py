@@ -9,8 +9,8 @@ one pass, L-BFGS hands it to scipy as it is, and saving is one array.
 import numpy as np
 
 from ._config import ACTIVATIONS, OUT_ACTIVATIONS, activation_code
-from ._validation import check_matrix, check_sample_weight, check_vector
 from ._threads import chunked
+from ._validation import check_matrix, check_sample_weight, check_vector
 from .kernels import LOSS
 from .step import Batch, Layout, Penalty, Workspace, kernels_for, objective
 
@@ -187,13 +187,16 @@ def gradients(coefs, intercepts, X, Y, activation="relu", out_activation="softma
         if c.shape[0] != units[i]:
             raise ValueError(f"coefs[{i}] has shape {c.shape}: expected {units[i]} rows to chain with coefs[{i - 1}] "
                              f"of shape {coefs[i - 1].shape}")
-    intercepts = [check_vector(b, f"intercepts[{i}]", length=units[i + 1], dtype=dtype, length_of=f"coefs[{i}].shape[1]")
+    intercepts = [check_vector(b, f"intercepts[{i}]", length=units[i + 1], dtype=dtype,
+                               length_of=f"coefs[{i}].shape[1]")
                   for i, b in enumerate(intercepts)]
     if X.shape[1] != units[0]:
-        raise ValueError(f"X has shape {X.shape}: expected {units[0]} columns to match coefs[0] of shape {coefs[0].shape}")
+        raise ValueError(f"X has shape {X.shape}: expected {units[0]} columns to match coefs[0] of shape "
+                         f"{coefs[0].shape}")
     Y = check_matrix(Y, "Y", rows=X.shape[0], dtype=dtype, rows_of="X.shape[0]")
     if Y.shape[1] != units[-1]:
-        raise ValueError(f"Y has shape {Y.shape}: expected {units[-1]} columns to match coefs[-1] of shape {coefs[-1].shape}")
+        raise ValueError(f"Y has shape {Y.shape}: expected {units[-1]} columns to match coefs[-1] of shape "
+                         f"{coefs[-1].shape}")
     sw = check_sample_weight(sample_weight, X.shape[0], dtype)
     alpha = float(alpha)
     if not alpha >= 0:

@@ -9,7 +9,7 @@ benchmark pair differs only in the arithmetic.
 
 import numpy as np
 
-from ._config import ALL_ACTIVATIONS, ACTIVATIONS, OUT_ACTIVATIONS, activation_code
+from ._config import ACTIVATIONS, ALL_ACTIVATIONS, OUT_ACTIVATIONS, activation_code
 from ._validation import check_affine_backward, check_loss_inputs, check_matrix, check_out, check_vector
 
 
@@ -37,10 +37,12 @@ def affine_forward(X, W, b, activation="identity", out=None):
     out = check_out(out, "out", (X.shape[0], W.shape[1]), X.dtype, inputs={"X": X, "W": W, "b": b})
     Z = np.dot(X, W) + b
     if not np.isfinite(Z).all():
-        raise ValueError("affine_forward: X, W or b contains NaN or infinity (or X @ W + b overflowed); expected finite values")
+        raise ValueError("affine_forward: X, W or b contains NaN or infinity (or X @ W + b overflowed); "
+                         "expected finite values")
     out[...] = _activate(Z, activation)
     if activation == "exp" and not np.isfinite(out).all():
-        raise ValueError("affine_forward: X, W or b contains NaN or infinity (or X @ W + b overflowed); expected finite values")
+        raise ValueError("affine_forward: X, W or b contains NaN or infinity (or X @ W + b overflowed); "
+                         "expected finite values")
     return out
 
 

@@ -46,8 +46,17 @@ from collections import namedtuple
 import numpy as np
 from numba import prange
 
-from ._config import ADAM, ALL_ACTIVATIONS, EPOCH_BAD_ORDER, EPOCH_DIVERGED, EPOCH_DONE, jit, jit_inner, jit_parallel
-from ._config import specialize
+from ._config import (
+    ADAM,
+    ALL_ACTIVATIONS,
+    EPOCH_BAD_ORDER,
+    EPOCH_DIVERGED,
+    EPOCH_DONE,
+    jit,
+    jit_inner,
+    jit_parallel,
+    specialize,
+)
 from .kernels import BACKWARD, FORWARD, LOSS, _all_finite, _column_sums, _output_delta
 
 Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
@@ -370,7 +379,8 @@ def kernels_for(hidden_code: int, out_code: int) -> Kernels:
 @functools.cache
 def epoch_for(hidden_code: int, out_code: int, solver: int, parallel: bool):
     """The compiled epoch (:func:`_train_epoch`) for one kind of network and optimizer, serial or on threads."""
-    suffix = _suffix(hidden_code, out_code) + ("_adam" if solver == ADAM else "_sgd") + ("_parallel" if parallel else "")
+    suffix = _suffix(hidden_code, out_code) + ("_adam" if solver == ADAM else "_sgd")
+    suffix += "_parallel" if parallel else ""
     step = jit_inner(specialize(_step_segment, suffix, _optimizer_slice=OPTIMIZER_STEPS[solver]))
     source = specialize(_train_epoch, suffix, _chunk_pass=kernels_for(hidden_code, out_code).chunk_pass,
                         _step_segment=step)

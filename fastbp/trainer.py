@@ -1,7 +1,8 @@
 """The thin Python trainer: epochs, shuffling, convergence, early stopping, callbacks.
 
 Policy lives here, arithmetic in nopython: each epoch is one call of
-:func:`fastbp.step._train_epoch` (compiled per kind of network and optimizer by ``epoch_for``), which gathers every minibatch, runs forward,
+:func:`fastbp.step._train_epoch` (compiled per kind of network and optimizer by
+``epoch_for``), which gathers every minibatch, runs forward,
 the output delta, backward and the optimizer update with no allocation per
 step.  Python shuffles the row indices (never the data) with the caller's
 ``numpy.random.Generator`` and does the per-epoch bookkeeping, with
@@ -47,8 +48,9 @@ class Trainer:
         self.batch_size = int(batch_size)
         self.penalty = Penalty(network.dtype.type(alpha), float(loss_scale))
         n_in, n_out = network.layer_units[0], network.layer_units[-1]
-        self.batch = Batch(np.empty(self.batch_size * n_in, network.dtype), np.empty(self.batch_size * n_out, network.dtype),
-                           np.empty(self.batch_size, network.dtype))
+        rows = self.batch_size
+        self.batch = Batch(np.empty(rows * n_in, network.dtype), np.empty(rows * n_out, network.dtype),
+                           np.empty(rows, network.dtype))
         self._backup = np.empty((1 + optimizer.state.shape[0], network.n_params), network.dtype)  # params, state
         self._rows_of = self._rows = None
 

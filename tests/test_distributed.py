@@ -23,8 +23,8 @@ def test_dask_grid_search_matches_sequential():
     sequential = _search().fit(X, y)
     from fastbp.distributed import FastbpWorkerPlugin
 
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client:
         client.register_plugin(FastbpWorkerPlugin(n_threads=1))
         pids = set(client.run(lambda: __import__("os").getpid()).values())
         with joblib.parallel_config(backend="dask"):

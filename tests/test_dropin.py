@@ -251,7 +251,7 @@ def test_save_and_load_at_the_top_level(tmp_path):
     assert_allclose(fastbp.load(tmp_path / "m.npz").predict_proba(X), model.predict_proba(X), rtol=0, atol=0)
     assert fastbp.save is fastbp.io.save and "save" in fastbp.__all__
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-        fastbp.nothing
+        fastbp.nothing  # noqa: B018 (the attribute access is the test)
 
 
 def test_import_fastbp_does_not_import_io():

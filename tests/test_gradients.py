@@ -240,13 +240,13 @@ def _nan_at(a, idx):
     return a
 
 
-C, I, X_, Y_ = _valid()
+C, ICPT, X_, Y_ = _valid()
 BAD = [
     ("chain", dict(coefs=[C[0], np.ones((4, 2))]), ValueError,
      r"coefs\[1\] has shape \(4, 2\): expected 5 rows to chain with coefs\[0\] of shape \(3, 5\)"),
-    ("intercept-length", dict(intercepts=[np.ones(4), I[1]]), ValueError,
+    ("intercept-length", dict(intercepts=[np.ones(4), ICPT[1]]), ValueError,
      r"intercepts\[0\] has shape \(4,\): expected \(5,\) to match coefs\[0\]\.shape\[1\]"),
-    ("intercept-2d", dict(intercepts=[I[0], np.ones((1, 2))]), ValueError, r"intercepts\[1\] must be 1-D"),
+    ("intercept-2d", dict(intercepts=[ICPT[0], np.ones((1, 2))]), ValueError, r"intercepts\[1\] must be 1-D"),
     ("X-columns", dict(X=np.ones((6, 4))), ValueError,
      r"X has shape \(6, 4\): expected 3 columns to match coefs\[0\] of shape \(3, 5\)"),
     ("X-1d", dict(X=np.ones(3)), ValueError, r"X must be 2-D"),
@@ -254,13 +254,13 @@ BAD = [
     ("Y-columns", dict(Y=np.ones((6, 3))), ValueError,
      r"Y has shape \(6, 3\): expected 2 columns to match coefs\[-1\] of shape \(5, 2\)"),
     ("Y-1d", dict(Y=np.ones(6)), ValueError, r"Y must be 2-D"),
-    ("count-mismatch", dict(intercepts=[I[0]]), ValueError,
+    ("count-mismatch", dict(intercepts=[ICPT[0]]), ValueError,
      r"got 2 coefs but 1 intercepts: expected one of each per layer"),
     ("X-nan", dict(X=_nan_at(X_, (2, 1))), ValueError, r"X contains NaN or infinity"),
     ("X-inf", dict(X=np.full((6, 3), np.inf)), ValueError, r"X contains NaN or infinity"),
     ("Y-nan", dict(Y=_nan_at(Y_, (0, 0))), ValueError, r"Y contains NaN or infinity"),
     ("coef-nan", dict(coefs=[C[0], _nan_at(C[1], (4, 1))]), ValueError, r"coefs/intercepts contains NaN or infinity"),
-    ("intercept-nan", dict(intercepts=[_nan_at(I[0], 0), I[1]]), ValueError,
+    ("intercept-nan", dict(intercepts=[_nan_at(ICPT[0], 0), ICPT[1]]), ValueError,
      r"coefs/intercepts contains NaN or infinity"),
     ("sw-nan", dict(sample_weight=_nan_at(np.ones(6), 3)), ValueError, r"sample_weight contains NaN or infinity"),
     ("sw-length", dict(sample_weight=np.ones(5)), ValueError,
@@ -269,8 +269,10 @@ BAD = [
     ("alpha-nan", dict(alpha=float("nan")), ValueError, r"alpha must be >= 0, got nan"),
     ("coefs-array", dict(coefs=np.ones((2, 3, 3))), TypeError,
      r"coefs and intercepts must be non-empty lists of arrays \(one per layer\)"),
-    ("coefs-single-array", dict(coefs=C[0], intercepts=I[0]), TypeError, r"coefs and intercepts must be non-empty lists"),
-    ("intercepts-dict", dict(intercepts={0: I[0], 1: I[1]}), TypeError, r"coefs and intercepts must be non-empty lists"),
+    ("coefs-single-array", dict(coefs=C[0], intercepts=ICPT[0]), TypeError,
+     r"coefs and intercepts must be non-empty lists"),
+    ("intercepts-dict", dict(intercepts={0: ICPT[0], 1: ICPT[1]}), TypeError,
+     r"coefs and intercepts must be non-empty lists"),
     ("empty", dict(coefs=[], intercepts=[]), TypeError, r"coefs and intercepts must be non-empty lists"),
     ("coef-string", dict(coefs=[np.full((3, 5), "a"), C[1]]), TypeError, r"coefs\[0\] must be a numeric array"),
     ("X-object", dict(X=X_.astype(object)), TypeError, r"X must be a numeric array, got dtype object"),

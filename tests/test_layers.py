@@ -177,7 +177,7 @@ def test_softmax_with_loss_numerical_gradient(rng):
     for t in (labels, one_hot):
         layer = SoftmaxWithLoss()
         layer.forward(x, t)
-        numeric = numerical_gradient(lambda v: SoftmaxWithLoss().forward(v, t), x)
+        numeric = numerical_gradient(lambda v, t=t: SoftmaxWithLoss().forward(v, t), x)
         assert_grad_close(layer.backward(), numeric)
         np.testing.assert_allclose(layer.backward(2.0), 2.0 * layer.backward())
 

@@ -52,8 +52,8 @@ TRAJECTORY_ATOL = 1e-10  # float64, 10 epochs / iterations: the two agree to abo
 # The gaps seen are below half of these.
 SCORE_TOL = {"multiclass": 0.06, "binary": 0.06, "multilabel": 0.05, "regression": 0.03, "multioutput": 0.03,
              "poisson": 0.05}
-SOLVER_PARAMS = {"sgd": dict(learning_rate_init=0.05, max_iter=200), "adam": dict(learning_rate_init=0.01, max_iter=200),
-                 "lbfgs": dict(max_iter=60)}
+SOLVER_PARAMS = {"sgd": dict(learning_rate_init=0.05, max_iter=200),
+                 "adam": dict(learning_rate_init=0.01, max_iter=200), "lbfgs": dict(max_iter=60)}
 
 ATTRIBUTES = ("coefs_", "intercepts_", "n_iter_", "t_", "loss_", "loss_curve_", "best_loss_", "classes_",
               "n_features_in_", "n_layers_", "n_outputs_", "out_activation_", "validation_scores_",
@@ -69,7 +69,7 @@ def _quiet_single_blas_thread():
         yield
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _data(task):
     """(X_train, X_test, y_train, y_test) for ``task``, standardised; treat as read-only."""
     if task == "multiclass":
@@ -217,7 +217,7 @@ def test_assigned_weights_predict_like_sklearn(task):
 # --------------------------------------------------------------------------- same quality
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fitted_pair(task, solver, seed, early_stopping=False):
     """(scikit-learn model, fastbp model), each fitted from its own initialisation; treat as read-only."""
     X, _, y, _ = _data(task)
@@ -320,7 +320,7 @@ def test_partial_fit_only_for_stochastic_solvers():
     assert not hasattr(MLPRegressor(solver="lbfgs"), "partial_fit")
     assert hasattr(MLPClassifier(solver="sgd"), "partial_fit") and hasattr(MLPRegressor(), "partial_fit")
     with pytest.raises(AttributeError, match="partial_fit"):
-        MLPClassifier(solver="lbfgs").partial_fit
+        MLPClassifier(solver="lbfgs").partial_fit  # noqa: B018 (the attribute access is the test)
 
 
 def test_partial_fit_multilabel_like_sklearn():

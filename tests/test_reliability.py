@@ -57,7 +57,8 @@ def test_divergence_warns_and_restores_finite_weights(kind, solver, dtype, lr):
     model = _diverging_model(kind, solver, lr)
     Xs = (X * 1e3).astype(dtype)
     y = Y if kind == "classifier" else Y_REG
-    with pytest.warns(TrainingDivergedWarning, match=rf"diverged.*learning_rate_init \(now {lr:g}\)".replace("+", r"\+")):
+    message = rf"diverged.*learning_rate_init \(now {lr:g}\)".replace("+", r"\+")
+    with pytest.warns(TrainingDivergedWarning, match=message):
         model.fit(Xs, y)
     assert _all_finite(model)
     assert all(np.isfinite(model.loss_curve_))
