@@ -2,11 +2,11 @@
 
 from ._base import TrainingDivergedWarning
 from .estimator import MLPClassifier, MLPRegressor
-from .network import Network, gradients
+from .network import gradients
 from .trainer import EpochInfo, TrainingDivergedError
 
 __version__ = "0.1.0"
-__all__ = ["MLPClassifier", "MLPRegressor", "Network", "gradients", "EpochInfo", "TrainingDivergedError",
+__all__ = ["MLPClassifier", "MLPRegressor", "gradients", "EpochInfo", "TrainingDivergedError",
            "TrainingDivergedWarning", "save", "load", "__version__"]
 
 
