@@ -30,6 +30,7 @@ from ._config import (
     activation_code,
     jit,
     jit_inline,
+    specialize,
 )
 from ._validation import check_affine_backward, check_loss_inputs, check_matrix, check_out, check_vector
 
@@ -67,60 +68,71 @@ def _exp_nonpositive(x):
 # activation because ReLU would turn a NaN into 0.  Each returns whether every
 # pre-activation ``Z + b`` was finite.  Separate kernels, not one with a branch
 # per activation: the whole-network code compiles only the ones a network uses.
+# The pointwise ones are one source (_pointwise_forward) compiled per activation.
+
+_activate = _derivative = None  # the scalar function of each compiled copy below
 
 
-@jit
-def _identity_forward(Z, b):
-    """``Z += b`` in place."""
+def _pointwise_forward(Z, b):
+    """``Z = act(Z + b)`` in place, elementwise."""
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
     big = np.finfo(Z.dtype).max
     bad = 0
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
             v = Z[i, j] + b[j]
             bad += 0 if abs(v) <= big else 1
-            Z[i, j] = v
+            Z[i, j] = _activate(v, zero, one)
     return bad == 0
 
 
-@jit
-def _relu_forward(Z, b):
-    """``Z = max(Z + b, 0)`` in place."""
-    zero = Z.dtype.type(0)
-    big = np.finfo(Z.dtype).max
-    bad = 0
+def _pointwise_backward(Z, dZ):
+    """``dZ *= act'(Z)`` in place, the derivative taken from the output ``Z``."""
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
-            v = Z[i, j] + b[j]
-            bad += 0 if abs(v) <= big else 1
-            Z[i, j] = v if v > zero else zero
-    return bad == 0
+            dZ[i, j] = _derivative(Z[i, j], dZ[i, j], zero, one)
 
 
-@jit
-def _logistic_forward(Z, b):
-    """``Z = 1 / (1 + exp(-(Z + b)))`` in place."""
-    one = Z.dtype.type(1)
-    big = np.finfo(Z.dtype).max
-    bad = 0
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            v = Z[i, j] + b[j]
-            bad += 0 if abs(v) <= big else 1
-            Z[i, j] = one / (one + np.exp(-v))
-    return bad == 0
+@jit_inline
+def _identity(v, zero, one):
+    return v
 
 
-@jit
-def _tanh_forward(Z, b):
-    """``Z = tanh(Z + b)`` in place."""
-    big = np.finfo(Z.dtype).max
-    bad = 0
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            v = Z[i, j] + b[j]
-            bad += 0 if abs(v) <= big else 1
-            Z[i, j] = np.tanh(v)
-    return bad == 0
+@jit_inline
+def _relu(v, zero, one):
+    return v if v > zero else zero
+
+
+@jit_inline
+def _relu_derivative(z, d, zero, one):
+    return d if z > zero else zero  # ReLU'(0) = 0
+
+
+@jit_inline
+def _logistic(v, zero, one):
+    return one / (one + np.exp(-v))
+
+
+@jit_inline
+def _logistic_derivative(z, d, zero, one):
+    return d * (z * (one - z))
+
+
+@jit_inline
+def _tanh(v, zero, one):
+    return np.tanh(v)
+
+
+@jit_inline
+def _tanh_derivative(z, d, zero, one):
+    return d * (one - z * z)
+
+
+_identity_forward = jit(specialize(_pointwise_forward, "_identity", _activate=_identity))
+_relu_forward = jit(specialize(_pointwise_forward, "_relu", _activate=_relu))
+_logistic_forward = jit(specialize(_pointwise_forward, "_logistic", _activate=_logistic))
+_tanh_forward = jit(specialize(_pointwise_forward, "_tanh", _activate=_tanh))
 
 
 @jit
@@ -206,32 +218,9 @@ def _identity_backward(Z, dZ):
     """The identity's derivative is 1: ``dZ`` stays."""
 
 
-@jit
-def _relu_backward(Z, dZ):
-    """``dZ *= (Z > 0)``: ReLU'(0) is 0."""
-    zero = Z.dtype.type(0)
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            if Z[i, j] <= zero:
-                dZ[i, j] = zero
-
-
-@jit
-def _logistic_backward(Z, dZ):
-    """``dZ *= Z * (1 - Z)``."""
-    one = Z.dtype.type(1)
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            dZ[i, j] *= Z[i, j] * (one - Z[i, j])
-
-
-@jit
-def _tanh_backward(Z, dZ):
-    """``dZ *= 1 - Z^2``."""
-    one = Z.dtype.type(1)
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            dZ[i, j] *= one - Z[i, j] * Z[i, j]
+_relu_backward = jit(specialize(_pointwise_backward, "_relu", _derivative=_relu_derivative))
+_logistic_backward = jit(specialize(_pointwise_backward, "_logistic", _derivative=_logistic_derivative))
+_tanh_backward = jit(specialize(_pointwise_backward, "_tanh", _derivative=_tanh_derivative))
 
 
 # The backward kernel of each hidden activation code.
