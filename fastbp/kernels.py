@@ -274,66 +274,50 @@ def _affine_backward(X, W, dY, dX, dW, db, need_dx):
 # scikit-learn, so a confident wrong answer gives a large, finite loss.
 
 
-@jit
-def _log_loss(out, Y, sw):
+_unit_loss = None  # the scalar loss of each compiled copy below
+
+
+def _pointwise_loss(out, Y, sw):
+    """``sum_i sw[i] * sum_j loss(out[i, j], Y[i, j])``, in float64."""
+    eps = np.finfo(out.dtype).eps
+    total = 0.0
+    for i in range(out.shape[0]):
+        row = 0.0
+        for j in range(out.shape[1]):
+            row += _unit_loss(float(out[i, j]), float(Y[i, j]), eps)
+        total += sw[i] * row
+    return total
+
+
+@jit_inline
+def _log_unit(p, y, eps):
     """softmax: the log loss."""
-    eps = np.finfo(out.dtype).eps
-    total = 0.0
-    for i in range(out.shape[0]):
-        row = 0.0
-        for j in range(out.shape[1]):
-            y = float(Y[i, j])
-            if y != 0.0:
-                row -= y * np.log(min(max(float(out[i, j]), eps), 1.0 - eps))
-        total += sw[i] * row
-    return total
+    return -y * np.log(min(max(p, eps), 1.0 - eps)) if y != 0.0 else 0.0
 
 
-@jit
-def _binary_log_loss(out, Y, sw):
-    """logistic: the binary log loss, summed over outputs."""
-    eps = np.finfo(out.dtype).eps
-    total = 0.0
-    for i in range(out.shape[0]):
-        row = 0.0
-        for j in range(out.shape[1]):
-            p = min(max(float(out[i, j]), eps), 1.0 - eps)
-            y = float(Y[i, j])
-            if y != 0.0:
-                row -= y * np.log(p)
-            if y != 1.0:
-                row -= (1.0 - y) * np.log(1.0 - p)
-        total += sw[i] * row
-    return total
+@jit_inline
+def _binary_log_unit(p, y, eps):
+    """logistic: the binary log loss of each output."""
+    p = min(max(p, eps), 1.0 - eps)
+    return (-y * np.log(p) if y != 0.0 else 0.0) + (-(1.0 - y) * np.log(1.0 - p) if y != 1.0 else 0.0)
 
 
-@jit
-def _squared_loss(out, Y, sw):
-    """identity: half the squared error, summed over outputs."""
-    total = 0.0
-    for i in range(out.shape[0]):
-        row = 0.0
-        for j in range(out.shape[1]):
-            e = float(Y[i, j]) - float(out[i, j])
-            row += 0.5 * e * e
-        total += sw[i] * row
-    return total
+@jit_inline
+def _squared_unit(p, y, eps):
+    """identity: half the squared error of each output."""
+    return 0.5 * (y - p) * (y - p)
 
 
-@jit
-def _poisson_loss(out, Y, sw):
+@jit_inline
+def _poisson_unit(p, y, eps):
     """exp: half the Poisson deviance."""
-    total = 0.0
-    for i in range(out.shape[0]):
-        row = 0.0
-        for j in range(out.shape[1]):
-            p = float(out[i, j])
-            y = float(Y[i, j])
-            row += p - y
-            if y != 0.0:
-                row += y * np.log(y / p)
-        total += sw[i] * row
-    return total
+    return p - y + (y * np.log(y / p) if y != 0.0 else 0.0)
+
+
+_log_loss = jit(specialize(_pointwise_loss, "_log", _unit_loss=_log_unit))
+_binary_log_loss = jit(specialize(_pointwise_loss, "_binary_log", _unit_loss=_binary_log_unit))
+_squared_loss = jit(specialize(_pointwise_loss, "_squared", _unit_loss=_squared_unit))
+_poisson_loss = jit(specialize(_pointwise_loss, "_poisson", _unit_loss=_poisson_unit))
 
 
 # The loss kernel of each output activation code (None: not an output activation).
