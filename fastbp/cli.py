@@ -109,6 +109,7 @@ def train(args, out=None, err=None, progress=None) -> int:
 
     from . import MLPClassifier, MLPRegressor
     from .io import save
+    from .network import PREDICT_CHUNK
 
     # Looked up per call, not bound at import: redirect_stdout and test capture must see the output.
     out = sys.stdout if out is None else out
@@ -128,7 +129,8 @@ def train(args, out=None, err=None, progress=None) -> int:
     units = [X_fit.shape[1], *args.hidden, (1 if n_classes == 2 else n_classes) if classify else
              (1 if y_fit.ndim == 1 else y_fit.shape[1])]
     step_rows = X_fit.shape[0] if solver == "lbfgs" else min(args.batch_size, X_fit.shape[0])
-    check_memory(units, np.dtype(args.dtype).itemsize, solver, max(step_rows, min(X_val.shape[0], 2048)))
+    # the validation score after each epoch runs forward in chunks of PREDICT_CHUNK rows
+    check_memory(units, np.dtype(args.dtype).itemsize, solver, max(step_rows, min(X_val.shape[0], PREDICT_CHUNK)))
     cls = MLPClassifier if classify else MLPRegressor
     curves = {"loss": [], "val": [], "seconds": []}
     model = cls(hidden_layer_sizes=args.hidden, activation=args.activation, solver=solver, alpha=args.alpha,

@@ -77,7 +77,8 @@ def test_ctrl_c_while_training(tmp_path):
 
 
 def test_ctrl_c_while_training_lbfgs(tmp_path):
-    status, lines, seconds = _interrupt(["train", "digits", "--solver", "lbfgs", "--epochs", "100000", "--quiet"],
+    status, lines, seconds = _interrupt(["train", "digits", "--solver", "lbfgs", "--epochs", "100000", "--quiet",
+                                         "--hidden", "1024,1024"],  # each gradient takes tens of ms
                                         "ready in", tmp_path, delay=0.5)
     _assert_one_line_interrupt(status, lines, seconds, "interrupted while training; nothing saved")
 
