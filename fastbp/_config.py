@@ -6,6 +6,8 @@ and ``ninf``: with those two LLVM may assume values are finite and silently
 delete the ``isfinite`` checks that divergence detection relies on.
 """
 
+import types
+
 import numpy as np
 from numba import njit
 
@@ -19,9 +21,9 @@ FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
 # nogil: two Python threads may train at once.  cache: a second process loads
 # the compiled kernels from disk instead of recompiling them.  Only the loops over
-# a batch's row chunks and parameter segments (fastbp.step._chunks_parallel,
-# _updates_parallel) use ``parallel=True``; fastbp._threads decides when they
-# run and keeps BLAS single-threaded meanwhile.
+# a batch's row chunks and parameter segments (the ``prange`` loops of
+# fastbp.step) run in parallel, in the variants of :func:`jit_variants`;
+# fastbp._threads decides when they run and keeps BLAS single-threaded meanwhile.
 JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": set(FASTMATH_FLAGS), "error_model": "numpy"}
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -35,15 +37,38 @@ ACTIVATIONS = ALL_ACTIVATIONS[:4]
 OUT_ACTIVATIONS = ("identity", "logistic", "softmax", "exp")
 IDENTITY, RELU, LOGISTIC, TANH, SOFTMAX, EXP = range(6)
 
+SGD, ADAM = 0, 1  # the optimizer step's solver codes (fastbp.step.Hyper.solver)
+EPOCH_DONE, EPOCH_DIVERGED, EPOCH_BAD_ORDER = 0, 1, 2  # the status an epoch kernel returns
+
 
 def jit(func):
     """Compile ``func`` with the project's Numba options."""
     return njit(**JIT_OPTIONS)(func)
 
 
+def jit_inner(func):
+    """Compile ``func``, called only from nopython code: no Python or C entry point to build (~0.1 s each)."""
+    return njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **JIT_OPTIONS)(func)
+
+
 def jit_parallel(func):
-    """Compile ``func`` with the project's options plus ``parallel``, for its ``prange`` loop."""
+    """Compile ``func`` with the project's options plus ``parallel``, for its ``prange`` loops."""
     return njit(parallel=True, **JIT_OPTIONS)(func)
+
+
+def specialize(func, suffix: str, **names):
+    """A copy of the plain function ``func`` named ``func.__name__ + suffix``, its globals ``names`` replaced.
+
+    Numba reads a function's globals once, when it compiles it, and prunes the
+    branches they decide: a copy per network shape compiles only the kernels that
+    shape uses.  Each copy has a name of its own because Numba keys its on-disk
+    cache by name, not by globals or options: two copies must not share entries.
+    """
+    copy = types.FunctionType(func.__code__, {**func.__globals__, **names}, func.__name__ + suffix,
+                              func.__defaults__, func.__closure__)
+    copy.__qualname__ = func.__qualname__ + suffix
+    copy.__doc__ = func.__doc__
+    return copy
 
 
 def activation_code(name: str, allowed: tuple = ACTIVATIONS, what: str = "activation") -> int:

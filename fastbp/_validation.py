@@ -6,6 +6,8 @@ converted, so a wrong one is refused.  Every error names the argument, what it
 got and what was expected.
 """
 
+import os
+
 import numpy as np
 
 from ._config import FLOAT_DTYPES
@@ -121,3 +123,33 @@ def check_loss_inputs(out, Y, sample_weight):
     if not (np.isfinite(out).all() and np.isfinite(Y).all()):
         raise ValueError("out or Y contains NaN or infinity; expected finite values")
     return out, Y, check_sample_weight(sample_weight, out.shape[0], out.dtype, "out.shape[0]")
+
+
+def check_network_size(layer_units, batch_rows, dtype) -> int:
+    """Bytes that training a network of ``layer_units`` on batches of ``batch_rows`` needs; ``ValueError`` past memory.
+
+    Counted in Python integers, so absurd sizes (``10**20`` units) give this
+    error rather than an overflow: the parameters times the copies training
+    keeps of them (the vector, its gradient, up to two optimizer states, the
+    epoch-start backup of all three, the best weights of early stopping), plus
+    every layer's activations and deltas and the gathered inputs and targets
+    for one batch.  Compared with the machine's physical memory, where the
+    platform tells it, so that a hopeless fit fails at once instead of after
+    seconds of allocation.
+    """
+    units = [int(u) for u in layer_units]
+    if len(units) < 2 or min(units) < 1:
+        raise ValueError(f"layer sizes {units}: expected at least an input and an output layer of positive sizes")
+    itemsize = np.dtype(dtype).itemsize
+    n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
+    rows = max(int(batch_rows), 1)
+    needed = itemsize * (8 * n_params + 2 * rows * sum(units[1:]) + rows * (units[0] + units[-1]))
+    try:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): nothing to compare with
+        return needed
+    if needed > available:
+        raise ValueError(f"a network with layer sizes {units} ({n_params} parameters) needs about {needed} bytes to "
+                         f"train on batches of {rows} rows in {np.dtype(dtype)}; this machine has {available} bytes "
+                         "of memory: expected smaller hidden_layer_sizes or batch_size")
+    return needed

@@ -1,390 +1,52 @@
 """``MLPClassifier`` and ``MLPRegressor``: scikit-learn's API on fastbp's kernels.
 
 Constructor parameters, defaults, fitted attributes and their meanings follow
-:mod:`sklearn.neural_network`; the differences are listed in README.  Beyond
-scikit-learn: ``callbacks`` (called after every epoch with an
-:class:`~fastbp.trainer.EpochInfo`, returning True to stop),
-``validation_loss_curve_`` and ``n_threads`` (threads during fit and predict,
-BLAS and Numba's row chunks, restored afterwards).
+:mod:`sklearn.neural_network`; the differences are listed in README.  The
+machinery both share (fit, solvers, predict, pickling) is in :mod:`fastbp._base`;
+here is what differs: class labels and their encoding, output activations, scores.
 """
 
-import warnings
-from functools import partial
-from numbers import Integral, Real
-
 import numpy as np
-import scipy.optimize
-import scipy.sparse as sp
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.metrics import r2_score
-from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import column_or_1d
 
-from ._threads import limit as limit_threads
-from .kernels import _output_loss
-from .network import PREDICT_CHUNK, Network
-from .optim import AdamOptimizer, SGDOptimizer
-from .trainer import Trainer, run_epochs
+from ._base import _BaseMLP, _check_solver, _store_arguments
+from ._docs import ATTRIBUTES, PARAMETERS, estimator_doc
 
-_STOCHASTIC_SOLVERS = ("sgd", "adam")
+def _plain_labels(y, classes):
+    """Whether ``y`` is 1-D and it and ``classes`` are both plain numbers or both strings (the fast label paths apply).
 
-# Bookkeeping of the stochastic solvers' stopping rule: created by their first
-# fit, dropped when a fit starts from scratch (so an lbfgs refit carries none).
-_STOPPING_STATE = ("loss_curve_", "validation_loss_curve_", "validation_scores_", "best_validation_score_",
-                   "best_loss_", "_no_improvement_count", "_best_params")
-
-
-def _check_solver(estimator):
-    """``partial_fit`` exists only for the stochastic solvers (``hasattr`` is False for lbfgs, as in scikit-learn)."""
-    if estimator.solver not in _STOCHASTIC_SOLVERS:
-        raise AttributeError(f"partial_fit is only available for stochastic optimizers. {estimator.solver} is not "
-                             "stochastic.")
-    return True
+    Both then sort alike, so the sorted ``classes`` can be binary-searched for ``y``.
+    """
+    if y.ndim != 1:
+        return False
+    kinds = y.dtype.kind + classes.dtype.kind
+    return all(k in "biuf" for k in kinds) or kinds == "UU"
 
 
-class _BaseMLP(BaseEstimator):
-    _parameter_constraints: dict = {
-        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
-        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
-        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "power_t": [Interval(Real, 0, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "shuffle": ["boolean"],
-        "random_state": ["random_state", np.random.Generator],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "verbose": ["verbose"],
-        "warm_start": ["boolean"],
-        "momentum": [Interval(Real, 0, 1, closed="both")],
-        "nesterovs_momentum": ["boolean"],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "beta_1": [Interval(Real, 0, 1, closed="left")],
-        "beta_2": [Interval(Real, 0, 1, closed="left")],
-        "epsilon": [Interval(Real, 0, None, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
-        "max_fun": [Interval(Integral, 1, None, closed="left")],
-        "callbacks": [list, tuple, callable, None],
-        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
-    }
-
-    # ------------------------------------------------------------------ fit
-
-    def _fit(self, X, y, sample_weight, incremental):
-        sizes = self.hidden_layer_sizes
-        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
-        if not sizes or any(not isinstance(s, Integral) or isinstance(s, bool) or s <= 0 for s in sizes):
-            raise ValueError(f"hidden_layer_sizes must be positive integers, got {self.hidden_layer_sizes!r}")
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
-        callbacks = self._callbacks()
-        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, Y = self._validate_input(X, y, incremental, reset=first_pass)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
-            if np.any(sample_weight < 0) or not sample_weight.sum() > 0:
-                raise ValueError("sample_weight must be non-negative with a positive sum")
-            if not sample_weight.all():
-                # A zero-weight row contributes nothing, so it is dropped: a minibatch
-                # of only such rows would otherwise divide its gradient by a zero total.
-                keep = np.flatnonzero(sample_weight)
-                X, Y, sample_weight = X[keep], Y[keep], sample_weight[keep]
-        layer_units = [X.shape[1], *sizes, Y.shape[1]]
-        if first_pass:
-            self._initialize(layer_units, X.dtype)
-        else:
-            self._check_resumable(layer_units, X.dtype)
-        with limit_threads(self.n_threads):
-            if self.solver == "lbfgs":
-                self._fit_lbfgs(X, Y, sample_weight)
-            else:
-                self._fit_stochastic(X, Y, sample_weight, incremental, callbacks)
-        if not np.isfinite(self._network.params).all():
-            raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
-                             "values and need to be preprocessed.")
-        return self
-
-    def _callbacks(self):
-        callbacks = self.callbacks
-        if callbacks is None:
-            return []
-        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-        if not all(callable(c) for c in callbacks):
-            raise TypeError(f"callbacks must be a callable or a list of callables, got {self.callbacks!r}")
-        return callbacks
-
-    def _initialize(self, layer_units, dtype):
-        self.n_iter_ = 0
-        self.t_ = 0
-        self.n_outputs_ = layer_units[-1]
-        self.n_layers_ = len(layer_units)
-        self.out_activation_ = self._out_activation()
-        seed = self.random_state
-        if isinstance(seed, np.random.RandomState):
-            seed = seed.randint(np.iinfo(np.int32).max)
-        self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        self._set_network(Network(layer_units, self.activation, self.out_activation_, dtype))
-        self._network.initialize(self._rng)
-        self._optimizer = None
-        for name in _STOPPING_STATE:
-            vars(self).pop(name, None)
-
-    def _set_network(self, network):
-        self._network = network
-        # Lists of their own, so that replacing one of their arrays (``coefs_[0] = W``)
-        # is detected by _sync_network.
-        self.coefs_ = list(network.coefs)
-        self.intercepts_ = list(network.intercepts)
-
-    def _sync_network(self, dtype=None):
-        """Copy ``coefs_`` / ``intercepts_`` into a fresh flat vector if arrays were assigned to them.
-
-        Training and predict read the flat vector, while scikit-learn reads
-        ``coefs_``; so assigned arrays are packed into it here (in-place edits of
-        the views need nothing).  ``dtype`` repacks for training in another dtype.
-        """
-        net = self._network
-        dtype = net.dtype if dtype is None else np.dtype(dtype)
-        arrays = list(self.coefs_) + list(self.intercepts_)
-        views = net.coefs + net.intercepts
-        if dtype == net.dtype and len(arrays) == len(views) and all(a is v for a, v in zip(arrays, views)):
-            return
-        fresh = Network(net.layer_units, net.activation, net.out_activation, dtype)
-        targets = fresh.coefs + fresh.intercepts
-        if len(arrays) != len(targets) or any(np.shape(a) != t.shape for a, t in zip(arrays, targets)):
-            raise ValueError(f"coefs_ and intercepts_ have shapes {[np.shape(a) for a in arrays]}: expected "
-                             f"{[t.shape for t in targets]} for the layer sizes {net.layer_units}")
-        for target, array in zip(targets, arrays):
-            target[...] = array
-        self._set_network(fresh)
-        if dtype != net.dtype:
-            self._optimizer = None  # its state vectors have the old dtype
-
-    def _check_resumable(self, layer_units, dtype):
-        net = self._network
-        if tuple(layer_units) != net.layer_units or self.activation != net.activation:
-            raise ValueError(f"the model was fitted with layer sizes {net.layer_units} and activation "
-                             f"{net.activation!r}; warm_start and partial_fit need the same, got {tuple(layer_units)} "
-                             f"and {self.activation!r}")
-        self._sync_network(dtype)
-
-    def _prepare_stopping(self):
-        """Create or adapt the stopping rule's bookkeeping before an epoch loop.
-
-        It is created lazily because an lbfgs fit has none, and adapted because a
-        warm start may switch ``early_stopping`` (scikit-learn then fails).
-        """
-        if getattr(self, "loss_curve_", None) is None:
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            self.best_loss_ = self.validation_scores_ = self.validation_loss_curve_ = None
-            self.best_validation_score_ = None
-        if self.early_stopping and self.validation_scores_ is None:
-            self.validation_scores_, self.validation_loss_curve_ = [], []
-            self.best_validation_score_, self.best_loss_ = -np.inf, None
-            self._best_params = self._network.params.copy()
-        elif not self.early_stopping and self.best_loss_ is None:
-            self.best_loss_ = np.inf
-            self.validation_scores_ = self.validation_loss_curve_ = self.best_validation_score_ = None
-
-    def _fit_stochastic(self, X, Y, sample_weight, incremental, callbacks):
-        net = self._network
-        # As in scikit-learn: fit() starts a fresh optimizer (so changed hyper-parameters
-        # apply to a warm start), partial_fit continues the last one.
-        if self._optimizer is None or not incremental:
-            if self.solver == "sgd":
-                self._optimizer = SGDOptimizer(net.n_params, net.dtype, self.learning_rate_init, self.learning_rate,
-                                               self.momentum, self.nesterovs_momentum, self.power_t)
-            else:
-                self._optimizer = AdamOptimizer(net.n_params, net.dtype, self.learning_rate_init, self.beta_1,
-                                                self.beta_2, self.epsilon)
-        self._prepare_stopping()
-        self.n_iter_ = 0  # scikit-learn's n_iter_ counts the epochs of this call; t_ counts all samples seen
-        validate = None
-        sw = sample_weight
-        if self.early_stopping:
-            stratify = None
-            if self._is_classifier():
-                # Stratified like scikit-learn's binary case, and also for multiclass
-                # (by class index); multilabel targets are split at random.
-                y_type = self._label_binarizer.y_type_
-                stratify = Y.argmax(axis=1) if y_type == "multiclass" else Y.ravel() if y_type == "binary" else None
-            arrays = [X, Y] if sw is None else [X, Y, sw]
-            parts = train_test_split(*arrays, random_state=self._split_seed(), test_size=self.validation_fraction,
-                                     stratify=stratify)
-            X, X_val, Y, Y_val = parts[:4]
-            sw, sw_val = (parts[4], parts[5]) if sw is not None else (None, None)
-            if X_val.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
-                                 "your dataset.")
-            validate = partial(self._validation_score_and_loss, X_val, Y_val, sw_val)
-        n_samples = X.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
-        if not sp.issparse(X):
-            X = np.ascontiguousarray(X)  # rows are gathered one by one: C order makes each a contiguous copy
-        trainer = Trainer(net, self._optimizer, batch_size, self.alpha, self._loss_scale())
-        sw = np.ones(n_samples, net.dtype) if sw is None else np.ascontiguousarray(sw, dtype=net.dtype)
-        try:
-            stopped = run_epochs(self, trainer, X, Y, sw, rng=self._rng, max_iter=self.max_iter, shuffle=self.shuffle,
-                                 incremental=incremental, validate=validate, callbacks=callbacks, report=print)
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
-            stopped = True
-        if not stopped and not incremental and self.n_iter_ == self.max_iter:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
-                          "hasn't converged yet.", ConvergenceWarning)
-        if self.early_stopping:
-            np.copyto(net.params, self._best_params)
-
-    def _split_seed(self):
-        return int(self._rng.integers(np.iinfo(np.int32).max))
-
-    def _fit_lbfgs(self, X, Y, sample_weight):
-        net = self._network
-        # C order whatever the caller's layout: the products, hence the weights, are then bitwise
-        # the same for a Fortran-ordered or strided X.
-        X = np.ascontiguousarray(X.toarray() if sp.issparse(X) else X)
-        sw = np.ones(X.shape[0], net.dtype) if sample_weight is None else sample_weight
-        grad = np.empty(net.n_params, net.dtype)
-
-        # loss_scale 1: L-BFGS needs the loss whose gradient it follows (README: for
-        # multi-output squared error scikit-learn reports the mean over outputs instead).
-        def loss_and_grad(flat):
-            net.params[...] = flat
-            loss = net.loss_gradient(X, Y, sw, self.alpha, grad, 1.0)
-            if not np.isfinite(loss):
-                return np.inf, np.zeros(flat.shape)
-            return loss, grad.astype(np.float64)
-
-        result = scipy.optimize.minimize(
-            loss_and_grad, net.params.astype(np.float64), method="L-BFGS-B", jac=True,
-            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
-        if result.status != 0:
-            warnings.warn(f"lbfgs failed to converge after {result.nit} iteration(s) (status={result.status}): "
-                          f"{result.message}. Increase the number of iterations (max_iter) or scale the data.",
-                          ConvergenceWarning)
-        self.n_iter_ = min(result.nit, self.max_iter)
-        self.loss_ = float(result.fun)
-        net.params[...] = result.x
-
-    def _validation_score_and_loss(self, X, Y, sw):
-        out = self._forward(X)
-        weight = len(Y) if sw is None else sw.sum()
-        sw = np.ones(len(Y), out.dtype) if sw is None else sw
-        norm = float(np.dot(self._network.params[:self._network.n_coef], self._network.params[:self._network.n_coef]))
-        loss = (_output_loss(out, Y.astype(out.dtype, copy=False), sw, self._network.out_code) * self._loss_scale()
-                + 0.5 * self.alpha * norm) / weight
-        return self._score_output(out, Y, sw), float(loss)
-
-    def _loss_scale(self):
-        # scikit-learn's squared error is also averaged over outputs.
-        return 1.0 / self.n_outputs_ if self.out_activation_ == "identity" else 1.0
-
-    # ------------------------------------------------------------------ predict
-
-    def _forward(self, X):
-        """Network output for validated ``X`` (dense or sparse), chunk by chunk, under the caller's thread limit."""
-        net = self._network
-        if not sp.issparse(X):
-            return net.forward(np.ascontiguousarray(X, dtype=net.dtype))
-        parts = [net.forward(X[s:s + PREDICT_CHUNK].toarray().astype(net.dtype, copy=False))
-                 for s in range(0, X.shape[0], PREDICT_CHUNK)]
-        return np.concatenate(parts)
-
-    def _forward_checked(self, X):
-        check_is_fitted(self)
-        X = _checked_csr(validate_data(self, X, accept_sparse=["csr", "csc"], dtype=(np.float64, np.float32),
-                                       reset=False))
-        self._sync_network()
-        with limit_threads(self.n_threads):
-            return self._forward(X)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags
-
-    # ------------------------------------------------------------------ pickling
-
-    def __getstate__(self):
-        if hasattr(self, "_network"):
-            self._sync_network()
-        # A copy: on Python 3.11+ the base class hands back the live __dict__.
-        state = dict(super().__getstate__())
-        net = state.pop("_network", None)
-        if net is not None:
-            # The network's layout and flat vector only: coefs_ / intercepts_ are
-            # views rebuilt on load, and its workspaces are scratch memory.
-            del state["coefs_"], state["intercepts_"]
-            state["_network_state"] = (net.layer_units, net.activation, net.out_activation, net.dtype.str, net.params)
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        net = state.pop("_network_state", None)
-        super().__setstate__(state)
-        if net is not None:
-            units, activation, out_activation, dtype, params = net
-            if not params.flags.writeable:  # joblib memory-maps arrays read-only; training writes in place
-                params = params.copy()
-            self._set_network(Network(units, activation, out_activation, dtype, params))
-
-    def _common_validation(self, X, y, reset, **kwargs):
-        X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             dtype=(np.float64, np.float32), reset=reset, **kwargs)
-        return _checked_csr(X), y
-
-    def _is_classifier(self):
-        return isinstance(self, ClassifierMixin)
-
-
-def _checked_csr(X):
-    """A sparse ``X`` as canonical CSR, its index arrays verified: the gather kernel indexes with them unchecked."""
-    if not sp.issparse(X):
-        return X
-    X = X.tocsr()
-    try:
-        X.check_format(full_check=True)
-    except ValueError as exc:
-        raise ValueError(f"X is a malformed sparse matrix: {exc}") from None
-    if not X.has_canonical_format:
-        X = X.copy()
-        X.sum_duplicates()  # scipy sums duplicate entries (toarray does); the gather must see the same values
-    return X
-
-
-def _store_arguments(estimator, arguments):
-    """What scikit-learn asks of ``__init__``: keep every argument, unchanged, as an attribute of that name."""
-    for name, value in arguments.items():
-        if name != "self":
-            setattr(estimator, name, value)
-
-
-def _numeric_labels(y, classes):
-    """Whether ``y`` is 1-D and it and ``classes`` are plain numbers (the fast label paths apply)."""
-    return y.ndim == 1 and y.dtype.kind in "biuf" and classes.dtype.kind in "biuf"
+def _known_labels(y, classes, plain):
+    """Whether every label of ``y`` is in the sorted ``classes``: binary search for plain labels (no sort of y)."""
+    if not plain:
+        return not len(np.setdiff1d(unique_labels(y), classes))
+    index = np.minimum(np.searchsorted(classes, y), classes.shape[0] - 1)
+    return bool(np.array_equal(classes[index], y))
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multi-layer perceptron classifier, a drop-in for :class:`sklearn.neural_network.MLPClassifier`.
+    __doc__ = estimator_doc(
+        """Multi-layer perceptron classifier, a drop-in for :class:`sklearn.neural_network.MLPClassifier`.
 
     Trains with fastbp's fused Numba kernels; float32 input trains in float32.
-    See scikit-learn's documentation for the meaning of each parameter;
-    ``callbacks`` and ``n_threads`` are fastbp's additions.
-    """
+    Softmax output for multiclass targets, logistic for binary and multilabel.""",
+        PARAMETERS,
+        """classes_ : ndarray of shape (n_classes,)
+    The class labels, sorted (for multilabel targets, the column indices).
+""" + ATTRIBUTES)
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
@@ -393,16 +55,22 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  epsilon=1e-8, n_iter_no_change=10, max_fun=15000, callbacks=None, n_threads=None):
         _store_arguments(self, locals())
 
-    def fit(self, X, y, sample_weight=None):
-        """Fit the model to data matrix X and target(s) y."""
-        self._validate_params()
-        return self._fit(X, y, sample_weight, incremental=False)
-
     @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over (X, y); ``classes`` is required on the first call.
+        """One epoch over (X, y); ``n_iter_`` is then 1, as in scikit-learn, and ``t_`` counts every call's rows.
 
-        ``n_iter_`` is then 1, as in scikit-learn; ``t_`` counts the samples of every call.
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array-like of shape (n_classes,), default=None
+            Every class of all calls: required on the first call (y need not
+            hold them all), then optional.
+
+        Returns
+        -------
+        self : object
         """
         self._validate_params()
         if not hasattr(self, "classes_"):
@@ -428,12 +96,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._label_binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._label_binarizer.classes_
         else:
-            classes = np.unique(y) if _numeric_labels(y, self.classes_) else unique_labels(y)
+            plain = _plain_labels(y, self.classes_)
             if self.warm_start and not incremental:
+                classes = np.unique(y) if plain else unique_labels(y)
                 if set(classes) != set(self.classes_):
                     raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
                                      f"call to fit. Previously got {self.classes_}, `y` has {classes}")
-            elif len(np.setdiff1d(classes, self.classes_)):
+            elif not _known_labels(y, self.classes_, plain):
+                classes = np.unique(y) if plain else unique_labels(y)
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
                                  f"'y' has {classes}.")
         return X, self._encode_labels(y, X.dtype)
@@ -441,12 +111,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _encode_labels(self, y, dtype):
         """Targets for the network: one-hot, one 0/1 column (binary) or the label matrix (multilabel).
 
-        For numeric 1-D labels this indexes directly instead of calling
+        For plain 1-D labels (numbers, strings) this indexes directly instead of calling
         ``LabelBinarizer.transform``, whose target-type checks cost more than an
         epoch of training on a small dataset (partial_fit pays them every call).
         """
         binarizer = self._label_binarizer
-        if binarizer.y_type_ not in ("binary", "multiclass") or not _numeric_labels(y, self.classes_):
+        if binarizer.y_type_ not in ("binary", "multiclass") or not _plain_labels(y, self.classes_):
             return binarizer.transform(y).astype(dtype)
         index = np.searchsorted(self.classes_, y)  # classes_ is sorted (np.unique)
         if binarizer.y_type_ == "binary":
@@ -496,10 +166,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor, a drop-in for :class:`sklearn.neural_network.MLPRegressor`.
+    __doc__ = estimator_doc(
+        """Multi-layer perceptron regressor, a drop-in for :class:`sklearn.neural_network.MLPRegressor`.
 
-    ``loss="squared_error"`` (identity output) or ``"poisson"`` (exp output, ``y >= 0``).
-    """
+    Trains with fastbp's fused Numba kernels; float32 input trains in float32.""",
+        """loss : {'squared_error', 'poisson'}, default='squared_error'
+    Squared error (identity output) or half the Poisson deviance (exp output,
+    ``y >= 0``).
+""" + PARAMETERS, ATTRIBUTES)
 
     _parameter_constraints: dict = {**_BaseMLP._parameter_constraints,
                                     "loss": [StrOptions({"squared_error", "poisson"})]}
@@ -511,14 +185,20 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, callbacks=None, n_threads=None):
         _store_arguments(self, locals())
 
-    def fit(self, X, y, sample_weight=None):
-        """Fit the model to data matrix X and target(s) y."""
-        self._validate_params()
-        return self._fit(X, y, sample_weight, incremental=False)
-
     @available_if(_check_solver)
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y); ``n_iter_`` is then 1, as in scikit-learn."""
+        """One epoch over (X, y); ``n_iter_`` is then 1, as in scikit-learn, and ``t_`` counts every call's rows.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : object
+        """
         self._validate_params()
         return self._fit(X, y, sample_weight, incremental=True)
 

@@ -272,10 +272,10 @@ def _rebuild_optimizer(opt_meta, est, net, arrays):
     if opt_meta["kind"] == "SGDOptimizer":
         opt = SGDOptimizer(net.n_params, net.dtype, est.learning_rate_init, est.learning_rate, est.momentum,
                            est.nesterovs_momentum, est.power_t)
-        opt.velocity = arrays["opt_velocity"]
     else:
         opt = AdamOptimizer(net.n_params, net.dtype, est.learning_rate_init, est.beta_1, est.beta_2, est.epsilon)
-        opt.m1, opt.m2 = arrays["opt_m1"], arrays["opt_m2"]
+    for name, state in opt.arrays().items():
+        np.copyto(state, arrays[f"opt_{name}"])
     opt.learning_rate = float(opt_meta["learning_rate"])
     opt.t = int(opt_meta["t"])
     return opt

@@ -50,80 +50,139 @@ def _exp_nonpositive(x):
     return p * _POW2_NONPOSITIVE[min(max(k, 0), 126)]
 
 
-@jit
-def _bias_activation(Z, b, code):
-    """``Z[i] = act(Z[i] + b)`` in place, one pass over ``Z``.
+# One kernel per activation, with the finiteness check riding along in the same
+# pass: ``abs(v) <= max_float`` is False exactly for NaN and infinities, an
+# ordered comparison that fastmath (which here keeps NaN and infinity semantics)
+# cannot fold away and that vectorizes as a count.  It is taken before the
+# activation because ReLU would turn a NaN into 0.  Each returns whether every
+# pre-activation ``Z + b`` was finite.  Separate kernels, not one with a branch
+# per activation: the whole-network code compiles only the ones a network uses.
 
-    Returns whether every pre-activation was finite.  The check rides along
-    in the same pass: ``abs(v) <= max_float`` is False exactly for NaN and
-    infinities, an ordered comparison that fastmath (which here keeps NaN and
-    infinity semantics) cannot fold away and that vectorizes as a count.  It is
-    taken before the activation because ReLU would turn a NaN into 0.
-    """
-    n, m = Z.shape
+
+@jit
+def _identity_forward(Z, b):
+    """``Z += b`` in place."""
+    big = np.finfo(Z.dtype).max
+    bad = 0
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            v = Z[i, j] + b[j]
+            bad += 0 if abs(v) <= big else 1
+            Z[i, j] = v
+    return bad == 0
+
+
+@jit
+def _relu_forward(Z, b):
+    """``Z = max(Z + b, 0)`` in place."""
     zero = Z.dtype.type(0)
+    big = np.finfo(Z.dtype).max
+    bad = 0
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            v = Z[i, j] + b[j]
+            bad += 0 if abs(v) <= big else 1
+            Z[i, j] = v if v > zero else zero
+    return bad == 0
+
+
+@jit
+def _logistic_forward(Z, b):
+    """``Z = 1 / (1 + exp(-(Z + b)))`` in place."""
     one = Z.dtype.type(1)
     big = np.finfo(Z.dtype).max
     bad = 0
-    if code == RELU:
-        for i in range(n):
-            for j in range(m):
-                v = Z[i, j] + b[j]
-                bad += 0 if abs(v) <= big else 1
-                Z[i, j] = v if v > zero else zero
-    elif code == LOGISTIC:
-        for i in range(n):
-            for j in range(m):
-                v = Z[i, j] + b[j]
-                bad += 0 if abs(v) <= big else 1
-                Z[i, j] = one / (one + np.exp(-v))
-    elif code == TANH:
-        for i in range(n):
-            for j in range(m):
-                v = Z[i, j] + b[j]
-                bad += 0 if abs(v) <= big else 1
-                Z[i, j] = np.tanh(v)
-    elif code == EXP:
-        for i in range(n):
-            for j in range(m):
-                v = Z[i, j] + b[j]
-                e = np.exp(v)
-                bad += 0 if abs(v) <= big and e <= big else 1  # an overflow of exp counts too
-                Z[i, j] = e
-    elif code == SOFTMAX:
-        # Three passes: shift each row by its maximum, exponentiate the whole
-        # block as one flat loop (at a softmax's 10 columns a per-row exp loop
-        # hardly vectorizes: measured 2x slower), then normalise each row.
-        for i in range(n):
-            top = Z[i, 0] + b[0]
-            for j in range(m):
-                v = Z[i, j] + b[j]
-                bad += 0 if abs(v) <= big else 1
-                Z[i, j] = v
-                top = max(top, v)
-            for j in range(m):
-                Z[i, j] -= top
-        flat = Z.reshape(Z.size)
-        if Z.itemsize == 4:  # float32: the vectorizable exp; float64 keeps np.exp's precision
-            for k in range(flat.size):
-                flat[k] = _exp_nonpositive(flat[k])
-        else:
-            for k in range(flat.size):
-                flat[k] = np.exp(flat[k])
-        for i in range(n):
-            total = zero
-            for j in range(m):
-                total += Z[i, j]
-            inv = one / total
-            for j in range(m):
-                Z[i, j] *= inv
-    else:
-        for i in range(n):
-            for j in range(m):
-                v = Z[i, j] + b[j]
-                bad += 0 if abs(v) <= big else 1
-                Z[i, j] = v
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            v = Z[i, j] + b[j]
+            bad += 0 if abs(v) <= big else 1
+            Z[i, j] = one / (one + np.exp(-v))
     return bad == 0
+
+
+@jit
+def _tanh_forward(Z, b):
+    """``Z = tanh(Z + b)`` in place."""
+    big = np.finfo(Z.dtype).max
+    bad = 0
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            v = Z[i, j] + b[j]
+            bad += 0 if abs(v) <= big else 1
+            Z[i, j] = np.tanh(v)
+    return bad == 0
+
+
+@jit
+def _exp_forward(Z, b):
+    """``Z = exp(Z + b)`` in place; an overflow of exp counts as not finite too."""
+    big = np.finfo(Z.dtype).max
+    bad = 0
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            v = Z[i, j] + b[j]
+            e = np.exp(v)
+            bad += 0 if abs(v) <= big and e <= big else 1
+            Z[i, j] = e
+    return bad == 0
+
+
+@jit
+def _softmax_forward(Z, b):
+    """``Z = softmax(Z + b)`` row by row, in place.
+
+    Three passes: shift each row by its maximum, exponentiate the whole block as
+    one flat loop (at a softmax's 10 columns a per-row exp loop hardly
+    vectorizes: measured 2x slower), then normalise each row.
+    """
+    n, m = Z.shape
+    one = Z.dtype.type(1)
+    big = np.finfo(Z.dtype).max
+    bad = 0
+    for i in range(n):
+        top = Z[i, 0] + b[0]
+        for j in range(m):
+            v = Z[i, j] + b[j]
+            bad += 0 if abs(v) <= big else 1
+            Z[i, j] = v
+            top = max(top, v)
+        for j in range(m):
+            Z[i, j] -= top
+    flat = Z.reshape(Z.size)
+    if Z.itemsize == 4:  # float32: the vectorizable exp; float64 keeps np.exp's precision
+        for k in range(flat.size):
+            flat[k] = _exp_nonpositive(flat[k])
+    else:
+        for k in range(flat.size):
+            flat[k] = np.exp(flat[k])
+    for i in range(n):
+        total = Z.dtype.type(0)
+        for j in range(m):
+            total += Z[i, j]
+        inv = one / total
+        for j in range(m):
+            Z[i, j] *= inv
+    return bad == 0
+
+
+# The forward kernel of each activation code (fastbp._config's order).
+FORWARD = (_identity_forward, _relu_forward, _logistic_forward, _tanh_forward, _softmax_forward, _exp_forward)
+
+
+@jit
+def _bias_activation(Z, b, code):
+    """``Z[i] = act(Z[i] + b)`` in place for activation ``code``; returns whether every pre-activation was finite."""
+    if code == RELU:
+        return _relu_forward(Z, b)
+    if code == LOGISTIC:
+        return _logistic_forward(Z, b)
+    if code == TANH:
+        return _tanh_forward(Z, b)
+    if code == EXP:
+        return _exp_forward(Z, b)
+    if code == SOFTMAX:
+        return _softmax_forward(Z, b)
+    return _identity_forward(Z, b)
 
 
 @jit
@@ -133,24 +192,51 @@ def _affine_forward(X, W, b, code, out):
 
 
 @jit
+def _identity_backward(Z, dZ):
+    """The identity's derivative is 1: ``dZ`` stays."""
+
+
+@jit
+def _relu_backward(Z, dZ):
+    """``dZ *= (Z > 0)``: ReLU'(0) is 0."""
+    zero = Z.dtype.type(0)
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            if Z[i, j] <= zero:
+                dZ[i, j] = zero
+
+
+@jit
+def _logistic_backward(Z, dZ):
+    """``dZ *= Z * (1 - Z)``."""
+    one = Z.dtype.type(1)
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            dZ[i, j] *= Z[i, j] * (one - Z[i, j])
+
+
+@jit
+def _tanh_backward(Z, dZ):
+    """``dZ *= 1 - Z^2``."""
+    one = Z.dtype.type(1)
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            dZ[i, j] *= one - Z[i, j] * Z[i, j]
+
+
+# The backward kernel of each hidden activation code.
+BACKWARD = (_identity_backward, _relu_backward, _logistic_backward, _tanh_backward)
+
+
+@jit
 def _activation_backward(Z, dZ, code):
     """``dZ *= act'(Z)`` in place, the derivative taken from the output ``Z``."""
-    n, m = Z.shape
-    zero = Z.dtype.type(0)
-    one = Z.dtype.type(1)
     if code == RELU:
-        for i in range(n):
-            for j in range(m):
-                if Z[i, j] <= zero:
-                    dZ[i, j] = zero
+        _relu_backward(Z, dZ)
     elif code == LOGISTIC:
-        for i in range(n):
-            for j in range(m):
-                dZ[i, j] *= Z[i, j] * (one - Z[i, j])
+        _logistic_backward(Z, dZ)
     elif code == TANH:
-        for i in range(n):
-            for j in range(m):
-                dZ[i, j] *= one - Z[i, j] * Z[i, j]
+        _tanh_backward(Z, dZ)
     return dZ
 
 
@@ -183,40 +269,88 @@ def _affine_backward(X, W, dY, dX, dW, db, need_dx):
         np.dot(dY, W.T, dX)
 
 
-@jit
-def _output_loss(out, Y, sw, code):
-    """Sample-weighted sum over rows of the loss paired with output ``code``.
+# The output losses: each the sample-weighted *sum* over rows of the loss paired
+# with an output activation, whose gradient at the pre-activation is
+# ``output - target``.  Probabilities are clipped to [eps, 1 - eps] like
+# scikit-learn, so a confident wrong answer gives a large, finite loss.
 
-    softmax: log loss; logistic: binary log loss summed over outputs;
-    identity: half the squared error summed over outputs; exp: half the
-    Poisson deviance.  Probabilities are clipped to [eps, 1 - eps] like
-    scikit-learn, so a confident wrong answer gives a large, finite loss.
-    """
-    n, m = out.shape
+
+@jit
+def _log_loss(out, Y, sw):
+    """softmax: the log loss."""
     eps = np.finfo(out.dtype).eps
     total = 0.0
-    for i in range(n):
+    for i in range(out.shape[0]):
         row = 0.0
-        for j in range(m):
-            p = float(out[i, j])
+        for j in range(out.shape[1]):
             y = float(Y[i, j])
-            if code == SOFTMAX:
-                if y != 0.0:
-                    row -= y * np.log(min(max(p, eps), 1.0 - eps))
-            elif code == LOGISTIC:
-                p = min(max(p, eps), 1.0 - eps)
-                if y != 0.0:
-                    row -= y * np.log(p)
-                if y != 1.0:
-                    row -= (1.0 - y) * np.log(1.0 - p)
-            elif code == EXP:
-                row += p - y
-                if y != 0.0:
-                    row += y * np.log(y / p)
-            else:
-                row += 0.5 * (y - p) * (y - p)
+            if y != 0.0:
+                row -= y * np.log(min(max(float(out[i, j]), eps), 1.0 - eps))
         total += sw[i] * row
     return total
+
+
+@jit
+def _binary_log_loss(out, Y, sw):
+    """logistic: the binary log loss, summed over outputs."""
+    eps = np.finfo(out.dtype).eps
+    total = 0.0
+    for i in range(out.shape[0]):
+        row = 0.0
+        for j in range(out.shape[1]):
+            p = min(max(float(out[i, j]), eps), 1.0 - eps)
+            y = float(Y[i, j])
+            if y != 0.0:
+                row -= y * np.log(p)
+            if y != 1.0:
+                row -= (1.0 - y) * np.log(1.0 - p)
+        total += sw[i] * row
+    return total
+
+
+@jit
+def _squared_loss(out, Y, sw):
+    """identity: half the squared error, summed over outputs."""
+    total = 0.0
+    for i in range(out.shape[0]):
+        row = 0.0
+        for j in range(out.shape[1]):
+            e = float(Y[i, j]) - float(out[i, j])
+            row += 0.5 * e * e
+        total += sw[i] * row
+    return total
+
+
+@jit
+def _poisson_loss(out, Y, sw):
+    """exp: half the Poisson deviance."""
+    total = 0.0
+    for i in range(out.shape[0]):
+        row = 0.0
+        for j in range(out.shape[1]):
+            p = float(out[i, j])
+            y = float(Y[i, j])
+            row += p - y
+            if y != 0.0:
+                row += y * np.log(y / p)
+        total += sw[i] * row
+    return total
+
+
+# The loss kernel of each output activation code (None: not an output activation).
+LOSS = (_squared_loss, None, _binary_log_loss, None, _log_loss, _poisson_loss)
+
+
+@jit
+def _output_loss(out, Y, sw, code):
+    """Sample-weighted sum over rows of the loss paired with output ``code``."""
+    if code == SOFTMAX:
+        return _log_loss(out, Y, sw)
+    if code == LOGISTIC:
+        return _binary_log_loss(out, Y, sw)
+    if code == EXP:
+        return _poisson_loss(out, Y, sw)
+    return _squared_loss(out, Y, sw)
 
 
 @jit

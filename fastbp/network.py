@@ -11,7 +11,8 @@ import numpy as np
 from ._config import ACTIVATIONS, OUT_ACTIVATIONS, activation_code
 from ._validation import check_matrix, check_sample_weight, check_vector
 from ._threads import chunked
-from .step import _loss_gradient, _predict
+from .kernels import LOSS
+from .step import Batch, Layout, Penalty, Workspace, kernels_for, objective
 
 PREDICT_CHUNK = 2048  # rows per forward chunk in predict: bounds memory at chunk * sum(widths)
 
@@ -61,6 +62,8 @@ class Network:
         self.params = params
         self.coefs = [params[o:o + a * b].reshape(a, b) for o, a, b in zip(self.coef_off, fan_in, fan_out)]
         self.intercepts = [params[o:o + b] for o, b in zip(self.icpt_off, fan_out)]
+        self.layout = Layout(self.sizes, self.coef_off, self.icpt_off, self.n_coef)
+        self.kernels = kernels_for(self.hidden_code, self.out_code)
         self._workspaces = {}
 
     def initialize(self, rng: np.random.Generator) -> None:
@@ -79,23 +82,27 @@ class Network:
             chunks *= 2
         return chunks
 
-    def workspace(self, rows: int):
-        """``(acts, deltas, act_off, partial)`` for batches of up to ``rows`` rows, allocated once and reused.
+    def workspace(self, rows: int) -> Workspace:
+        """The :class:`~fastbp.step.Workspace` for batches of up to ``rows`` rows, allocated once and reused.
 
-        ``acts`` / ``deltas`` hold one row per chunk (:meth:`chunk_count`), each
-        with every layer's block for the chunk's rows at offsets ``act_off``;
-        ``partial`` holds the raw gradients of chunks 1, 2, ... (chunk 0 writes the result).
+        One row of ``acts`` / ``deltas`` / ``grads`` per chunk (:meth:`chunk_count`):
+        every layer's block for the chunk's rows at offsets ``act_off``, and the
+        chunk's raw gradient; the chunks' loss, weight and finiteness, and each
+        update segment's ``||W||^2``, one element per chunk.
         """
         ws = self._workspaces.get(rows)
         if ws is None:
-            chunks = self.chunk_count(rows)
-            acts, act_off = self._activation_buffer(-(-rows // chunks))
-            acts = np.empty((chunks, acts.size), self.dtype)
-            ws = (acts, np.empty_like(acts), act_off, np.empty((chunks - 1, self.n_params), self.dtype))
+            ws = self._new_workspace(rows, self.chunk_count(rows), self.n_params)
             if len(self._workspaces) >= 4:  # a few batch sizes (fits, full-batch gradients)
                 self._workspaces.pop(next(iter(self._workspaces)))
             self._workspaces[rows] = ws
         return ws
+
+    def _new_workspace(self, rows, chunks, grad_size) -> Workspace:
+        acts, act_off = self._activation_buffer(-(-rows // chunks))
+        acts = np.empty((chunks, acts.size), self.dtype)
+        return Workspace(acts, np.empty_like(acts), act_off, np.empty((chunks, grad_size), self.dtype),
+                         np.empty(chunks), np.empty(chunks), np.empty(chunks, np.bool_), np.empty(chunks))
 
     def _activation_buffer(self, rows):
         """A flat buffer for every layer's output on ``rows`` rows, and each layer's offset in it."""
@@ -108,25 +115,34 @@ class Network:
         out = np.empty((X.shape[0], self.layer_units[-1]), self.dtype)
         # Fresh buffers per call, not the cached workspace: predict releases the
         # GIL, and two threads predicting with one model must not share scratch memory.
-        acts, act_off = self._activation_buffer(min(X.shape[0], PREDICT_CHUNK))
-        finite = _predict(self.params, self.sizes, self.coef_off, self.icpt_off, X, out, acts, act_off,
-                          PREDICT_CHUNK, self.hidden_code, self.out_code)
+        ws = self._new_workspace(min(X.shape[0], PREDICT_CHUNK), 1, 0)
+        finite = self.kernels.predict(self.params, self.layout, X, out, ws, PREDICT_CHUNK)
         if not finite:
             raise ValueError("the network output is not finite: X holds NaN or infinity, or the weights "
                              "overflow on it; expected finite inputs and weights")
         return out
 
     def loss_gradient(self, X, Y, sample_weight, alpha, grad, loss_scale=1.0) -> float:
-        """Full-batch loss; the gradient is written into the flat ``grad`` (NaN loss if not finite)."""
+        """Full-batch loss (:func:`~fastbp.step.objective`); the gradient is written into the flat ``grad``.
+
+        NaN loss if not finite.
+        """
         if not X.shape[0] == Y.shape[0] == sample_weight.size or grad.shape != self.params.shape:
             raise ValueError(f"X, Y and sample_weight have {X.shape[0]}, {Y.shape[0]} and {sample_weight.size} rows "
                              f"and grad shape {grad.shape}: expected equal row counts and {self.params.shape}")
-        acts, deltas, act_off, partial = self.workspace(X.shape[0])
-        chunk_out = np.empty((acts.shape[0], 4))
-        with chunked(acts.shape[0]) as parallel:
-            return _loss_gradient(self.params, grad, partial, self.sizes, self.coef_off, self.icpt_off, self.n_coef,
-                                  X, Y, sample_weight, acts, deltas, act_off, chunk_out, self.hidden_code,
-                                  self.out_code, float(alpha), float(loss_scale), parallel)
+        ws = self.workspace(X.shape[0])
+        with chunked(ws.acts.shape[0]) as parallel:
+            kernel = self.kernels.loss_gradient_chunked if parallel else self.kernels.loss_gradient
+            loss = kernel(Batch(X.reshape(-1), Y.reshape(-1), sample_weight), self.layout, ws, self.params,
+                          Penalty(float(alpha), float(loss_scale)))
+        np.copyto(grad, ws.grads[0])
+        return loss
+
+    def loss(self, out, Y, sample_weight, alpha, loss_scale=1.0) -> float:
+        """The loss (:func:`~fastbp.step.objective`) of network outputs ``out`` against targets ``Y``."""
+        coefs = self.params[:self.n_coef]
+        data_loss = LOSS[self.out_code](out, Y.astype(out.dtype, copy=False), sample_weight)
+        return float(objective(data_loss, float(np.dot(coefs, coefs)), float(sample_weight.sum()), alpha, loss_scale))
 
     def split(self, flat):
         """Per-layer ``(coef, intercept)`` views of a flat vector laid out like ``params``."""

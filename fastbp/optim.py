@@ -2,13 +2,16 @@
 
 These objects hold the policy and the state (velocities, moments, step count,
 the current learning rate); the arithmetic runs in nopython, fused into the
-training step (:func:`fastbp.step._update_segment`).
-State arrays are flat vectors laid out like the network's parameters.
+training step (:func:`fastbp.step._step_slice`), which takes the scalars as one
+:class:`fastbp.step.Hyper` bundle (:meth:`hyper`).  The state is one array with
+a row per state vector, each laid out like the network's parameters: SGD's
+velocity, or Adam's two moments.
 """
 
 import numpy as np
 
-from .step import ADAM, SGD
+from ._config import ADAM, SGD
+from .step import Hyper
 
 LEARNING_RATE_SCHEDULES = ("constant", "invscaling", "adaptive")
 
@@ -22,9 +25,6 @@ class SGDOptimizer:
     ``adaptive`` divides ``lr`` by 5 whenever the loss stops improving.
     """
 
-    solver = SGD
-    beta_1 = beta_2 = epsilon = 0.0  # Adam's; unused by the SGD step
-
     def __init__(self, n_params, dtype, learning_rate_init=0.1, lr_schedule="constant", momentum=0.9,
                  nesterov=False, power_t=0.5):
         self.learning_rate_init = float(learning_rate_init)
@@ -33,12 +33,17 @@ class SGDOptimizer:
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
         self.power_t = float(power_t)
-        self.velocity = np.zeros(n_params, dtype)
+        self.state = np.zeros((1, n_params), dtype)
         self.t = 0  # optimizer steps taken
 
-    def state(self):
-        """The two state vectors the epoch kernel takes (the second unused by SGD)."""
-        return self.velocity, self.velocity
+    @property
+    def velocity(self):
+        return self.state[0]
+
+    def hyper(self, dtype) -> Hyper:
+        """The step's scalars for the epoch kernel, in the parameters' dtype (so float32 stays float32)."""
+        cast = np.dtype(dtype).type
+        return Hyper(SGD, cast(self.learning_rate), cast(self.momentum), self.nesterov, cast(0), cast(0), cast(0))
 
     def iteration_ends(self, time_step: int) -> None:
         if self.lr_schedule == "invscaling":
@@ -71,22 +76,28 @@ class AdamOptimizer:
     counting steps.
     """
 
-    solver = ADAM
-    momentum = 0.0  # SGD's; unused by the Adam step
-    nesterov = False
-
     def __init__(self, n_params, dtype, learning_rate_init=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
         self.learning_rate_init = float(learning_rate_init)
         self.learning_rate = float(learning_rate_init)
         self.beta_1 = float(beta_1)
         self.beta_2 = float(beta_2)
         self.epsilon = float(epsilon)
-        self.m1 = np.zeros(n_params, dtype)
-        self.m2 = np.zeros(n_params, dtype)
+        self.state = np.zeros((2, n_params), dtype)  # the first and second moments
         self.t = 0
 
-    def state(self):
-        return self.m1, self.m2
+    @property
+    def m1(self):
+        return self.state[0]
+
+    @property
+    def m2(self):
+        return self.state[1]
+
+    def hyper(self, dtype) -> Hyper:
+        """The step's scalars for the epoch kernel, in the parameters' dtype; Adam's rate is bias-corrected per step."""
+        cast = np.dtype(dtype).type
+        return Hyper(ADAM, cast(self.learning_rate), cast(0), False, cast(self.beta_1), cast(self.beta_2),
+                     cast(self.epsilon))
 
     def iteration_ends(self, time_step: int) -> None:
         """Adam's step size needs no per-epoch change."""
@@ -99,9 +110,3 @@ class AdamOptimizer:
     def arrays(self) -> dict:
         return {"m1": self.m1, "m2": self.m2}
 
-
-def hyper_parameters(optimizer, dtype):
-    """The scalars the epoch kernel takes, in the parameters' dtype (so float32 stays float32)."""
-    cast = np.dtype(dtype).type
-    return (optimizer.solver, cast(optimizer.learning_rate), cast(optimizer.momentum), bool(optimizer.nesterov),
-            cast(optimizer.beta_1), cast(optimizer.beta_2), cast(optimizer.epsilon))

@@ -1,390 +1,359 @@
 """Whole-network backprop in nopython: forward, loss, backward, update, epochs.
 
-Everything here works on the flat parameter vector of :class:`fastbp.network.Network`
-(all coefficients, then all intercepts, scikit-learn's packing order) and on
-flat workspace buffers, through offset arrays that the Python side computes
-once.  Layer ``i`` sees ``W = params[coef_off[i]:...].reshape(n_in, n_out)``
-and its output block ``acts[act_off[i]:...].reshape(n_rows, n_out)``; a reshape
-of a contiguous slice is a view, so nothing is allocated per step and one
-compiled function serves any depth.
+Data crosses into nopython as a few named bundles (namedtuples, whose fields
+Numba passes as plain arguments):
 
-The raw gradient left in ``grad`` by :func:`_backward` is ``X.T @ delta`` and
-``sum_rows delta`` with ``delta = (output - target) * sample_weight``.  The
-scaling by ``1 / sum(sample_weight)`` and the L2 term ``alpha * W`` are applied
-exactly once: by :func:`_scale_gradient` for full-batch gradients, or fused
-into the optimizer update (one pass over the parameters instead of two).
+* :class:`Layout`: the layer sizes, where each layer's coefficients and
+  intercepts start in the flat parameter vector, and the activation codes;
+* :class:`Workspace`: per row chunk, every layer's activations and deltas, the
+  raw gradient and the chunk's loss, weight and finiteness;
+* :class:`Rows`: the training set (dense, or the arrays of a CSR matrix) with its
+  targets and sample weights, and :class:`Batch`: the buffers a minibatch is
+  gathered into;
+* :class:`Hyper`: the optimizer's scalars, and :class:`Penalty`: the L2 term and
+  the loss scaling.
 
-A batch is processed in row chunks (:func:`_batch_gradient`): each chunk has
-its own activation and gradient blocks, so the chunks may run on several
-threads; their losses and gradients are then summed in one fixed order.  The chunk
-count comes from the batch size alone (``Network.chunk_count``), so one thread
-or many give bitwise the same result.
+Layer ``i`` sees ``W = params[coef_off[i]:...].reshape(n_in, n_out)`` and its
+output block ``acts[c][act_off[i]:...].reshape(n_rows, n_out)``; a reshape of a
+contiguous slice is a view, so nothing is allocated per step and one compiled
+function serves any depth.
+
+The raw gradient is ``X.T @ delta`` and ``sum_rows delta`` with ``delta =
+(output - target) * sample_weight``.  The loss is defined once,
+:func:`objective`; its gradient's scaling by ``1 / sum(sample_weight)`` and its
+L2 term ``alpha * W`` are applied once, fused into the optimizer update (one
+pass over the parameters instead of two), or by :func:`_scale_gradient` for
+full-batch gradients.
+
+A batch is processed in row chunks: each chunk has its own activation and
+gradient blocks, so the chunks may run on several threads; their losses and
+gradients are summed in one fixed order.  The chunk count comes from the batch
+size alone (``Network.chunk_count``), so one thread or many give bitwise the same
+result.  The loops over chunks and parameter segments are ``prange`` loops.
+
+Compile time follows the shape of this code: each jitted callee is compiled on
+its own, then linked into its caller and optimised and code-generated again, so
+the call tree is kept shallow (entry point, chunk pass, layer kernels) and small
+helpers take arrays, not whole bundles.  The entry points are compiled per
+network kind (:func:`kernels_for`): a copy whose chunk pass calls only that
+network's activation and loss kernels, serially (``prange`` is ``range``) and,
+only when a fit first runs chunks on threads, with ``parallel=True``.
 """
+
+import functools
+from collections import namedtuple
 
 import numpy as np
 from numba import prange
 
-from ._config import jit, jit_parallel
-from .kernels import _activation_backward, _all_finite, _bias_activation, _column_sums, _output_delta, _output_loss
+from ._config import ADAM, ALL_ACTIVATIONS, EPOCH_BAD_ORDER, EPOCH_DIVERGED, EPOCH_DONE, jit, jit_inner, jit_parallel
+from ._config import specialize
+from .kernels import BACKWARD, FORWARD, LOSS, _all_finite, _column_sums, _output_delta
 
-SGD, ADAM = 0, 1
-EPOCH_DONE, EPOCH_DIVERGED, EPOCH_BAD_ORDER = 0, 1, 2  # _train_epoch's status
+Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
+Workspace = namedtuple("Workspace", "acts deltas act_off grads chunk_loss chunk_weight chunk_finite seg_norm")
+Rows = namedtuple("Rows", "X data indices indptr Y sw")
+Batch = namedtuple("Batch", "x y sw")
+Hyper = namedtuple("Hyper", "solver lr momentum nesterov beta_1 beta_2 epsilon")
+Penalty = namedtuple("Penalty", "alpha loss_scale")
 
 
-@jit
+def objective(data_loss, squared_norm, weight, alpha, loss_scale):
+    """The training loss: ``(data_loss * loss_scale + alpha / 2 * ||W||^2) / weight``.
+
+    ``data_loss`` is the sample-weighted sum of the output loss over rows
+    (:func:`fastbp.kernels._output_loss`), ``weight`` the sum of the weights.
+    Training, ``gradients``, L-BFGS and validation all report this.
+    """
+    return (data_loss * loss_scale + 0.5 * alpha * squared_norm) / weight
+
+
+_objective = jit_inner(objective)
+
+
+@jit_inner
 def _block(buf, offset, rows, cols):
     """A (rows, cols) C-contiguous view of the flat ``buf`` starting at ``offset``."""
     return buf[offset:offset + rows * cols].reshape((rows, cols))
 
 
-@jit
-def _forward(params, sizes, coef_off, icpt_off, X0, acts, act_off, hidden_code, out_code):
-    """Forward through every layer; returns whether all pre-activations were finite."""
-    n = X0.shape[0]
-    n_layers = sizes.size - 1
+# The activation and loss kernels of a network, set in each compiled copy of
+# _chunk_pass (see kernels_for), and that copy, set in each copy of an entry point.
+_hidden_forward = _out_forward = _hidden_backward = _out_loss = _chunk_pass = None
+
+
+def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
+    """Forward and, with ``backward``, loss and raw gradient of row chunk ``c`` of ``n_chunks`` of an ``n``-row batch.
+
+    The batch is ``batch``'s flat C-order rows.  The chunk works in ``ws.acts[c]``
+    / ``ws.deltas[c]``, writes its finiteness into ``ws.chunk_finite[c]`` and, with
+    ``backward``, its raw gradient into ``ws.grads[c]`` and its loss and weight
+    sums into ``ws.chunk_loss[c]`` / ``ws.chunk_weight[c]``.
+
+    Forward, layer by layer: ``Z = act(A @ W + b)`` (``layers.Affine.forward`` and
+    the activations' ``forward`` are the readable versions).  Backward from the
+    output delta: ``dW = A_prev.T @ D``, ``db = sum_rows D``, ``D_prev = (D @ W.T) *
+    act'(A_prev)``, the derivative taken from the layer's output
+    (``layers.Affine.backward``, ``layers.ReLU.backward``, ``layers.Sigmoid.backward``).
+    """
+    sizes, coef_off, icpt_off = layout.sizes, layout.coef_off, layout.icpt_off
+    last = sizes.size - 2
+    n_in, n_out = sizes[0], sizes[last + 1]
+    lo, hi = n * c // n_chunks, n * (c + 1) // n_chunks
+    m = hi - lo
+    X0 = _block(batch.x, lo * n_in, m, n_in)
+    acts, deltas, act_off = ws.acts[c], ws.deltas[c], ws.act_off
     A = X0
     finite = True
-    for i in range(n_layers):
-        W = _block(params, coef_off[i], sizes[i], sizes[i + 1])
+    for i in range(last + 1):
+        Z = _block(acts, act_off[i], m, sizes[i + 1])
+        np.dot(A, _block(params, coef_off[i], sizes[i], sizes[i + 1]), Z)
         b = params[icpt_off[i]:icpt_off[i] + sizes[i + 1]]
-        Z = _block(acts, act_off[i], n, sizes[i + 1])
-        np.dot(A, W, Z)
-        code = out_code if i == n_layers - 1 else hidden_code
-        finite = _bias_activation(Z, b, code) and finite
+        finite = (_out_forward(Z, b) if i == last else _hidden_forward(Z, b)) and finite
         A = Z
-    return finite
-
-
-@jit
-def _backward(params, grad, sizes, coef_off, icpt_off, X0, acts, deltas, act_off, hidden_code):
-    """Raw gradients from the output delta already stored in the last delta block."""
-    n = X0.shape[0]
-    for i in range(sizes.size - 2, -1, -1):
-        D = _block(deltas, act_off[i], n, sizes[i + 1])
-        A_prev = X0 if i == 0 else _block(acts, act_off[i - 1], n, sizes[i])
-        dW = _block(grad, coef_off[i], sizes[i], sizes[i + 1])
-        np.dot(A_prev.T, D, dW)
+    ws.chunk_finite[c] = finite
+    if not backward:
+        return
+    Y0 = _block(batch.y, lo * n_out, m, n_out)
+    sw0 = batch.sw[lo:hi]
+    _output_delta(A, Y0, sw0, _block(deltas, act_off[last], m, n_out))
+    ws.chunk_loss[c] = _out_loss(A, Y0, sw0)
+    weight = 0.0
+    for r in range(m):
+        weight += sw0[r]
+    ws.chunk_weight[c] = weight
+    grad = ws.grads[c]
+    for i in range(last, -1, -1):
+        D = _block(deltas, act_off[i], m, sizes[i + 1])
+        A_prev = X0 if i == 0 else _block(acts, act_off[i - 1], m, sizes[i])
+        np.dot(A_prev.T, D, _block(grad, coef_off[i], sizes[i], sizes[i + 1]))
         _column_sums(D, grad[icpt_off[i]:icpt_off[i] + sizes[i + 1]])
         if i > 0:
-            W = _block(params, coef_off[i], sizes[i], sizes[i + 1])
-            D_prev = _block(deltas, act_off[i - 1], n, sizes[i])
-            np.dot(D, W.T, D_prev)
-            _activation_backward(A_prev, D_prev, hidden_code)
+            D_prev = _block(deltas, act_off[i - 1], m, sizes[i])
+            np.dot(D, _block(params, coef_off[i], sizes[i], sizes[i + 1]).T, D_prev)
+            _hidden_backward(A_prev, D_prev)
 
 
-@jit
-def _loss_and_delta(sizes, Y, sw, acts, deltas, act_off, out_code):
-    """Weighted loss sum of the batch, and the output delta written in place."""
-    n = Y.shape[0]
-    last = sizes.size - 2
-    out = _block(acts, act_off[last], n, sizes[last + 1])
-    delta = _block(deltas, act_off[last], n, sizes[last + 1])
-    _output_delta(out, Y, sw, delta)
-    return _output_loss(out, Y, sw, out_code)
+@jit_inner
+def _gather(rows, order, start, lo, hi, batch, n_in):
+    """Copy the rows ``order[start + lo:start + hi]`` of ``rows`` into rows ``lo:hi`` of ``batch``.
 
-
-@jit
-def _squared_norm(params, n_coef):
-    total = 0.0
-    for k in range(n_coef):
-        total += params[k] * params[k]
-    return total
-
-
-@jit
-def _scale_gradient(params, grad, n_coef, alpha, scale):
-    """Turn raw sums into the gradient: ``(raw + alpha * W) * scale`` for coefficients, ``raw * scale`` for intercepts."""
-    for k in range(n_coef):
-        grad[k] = (grad[k] + alpha * params[k]) * scale
-    for k in range(n_coef, params.size):
-        grad[k] = grad[k] * scale
-
-
-@jit
-def _sgd_segment(params, grad, other, has_other, velocity, lo, hi, scale, alpha, lr, momentum, nesterov):
-    """SGD on ``params[lo:hi]`` with the gradient ``grad (+ other)``; returns ``||W||^2`` of the values before.
-
-    ``other`` (a second chunk's gradient) is added as it is read, so ``grad`` is
-    never written here: on two threads, a write would pull its cache lines back
-    from the core that produced them.  The two flags are loop-invariant, so LLVM
-    splits the loop into one straight copy per case.  The loop runs over slices
-    indexed from 0: LLVM vectorizes that, but not a ``range(lo, hi)`` loop whose
-    ``lo`` is a computed quotient (measured 9x slower).
+    Each chunk gathers its own rows, so that the copy runs on the thread, and
+    lands in the cache, that uses it.  Only these rows of a sparse ``rows`` are densified.
     """
-    p, g_, o, vel = params[lo:hi], grad[lo:hi], other[lo:hi], velocity[lo:hi]
-    norm = params.dtype.type(0)
-    for k in range(p.size):
-        w = p[k]
-        raw = g_[k] + o[k] if has_other else g_[k]
-        g = (raw + alpha * w) * scale
-        v = momentum * vel[k] - lr * g
-        vel[k] = v
-        p[k] = w + (momentum * v - lr * g) if nesterov else w + v
-        norm += w * w
-    return norm
-
-
-@jit
-def _adam_segment(params, grad, other, has_other, m1, m2, lo, hi, scale, alpha, lr_t, beta_1, beta_2, epsilon):
-    """Adam on ``params[lo:hi]`` with the gradient ``grad (+ other)``, as :func:`_sgd_segment`; returns ``||W||^2``."""
-    p, g_, o, a, b = params[lo:hi], grad[lo:hi], other[lo:hi], m1[lo:hi], m2[lo:hi]
-    one = params.dtype.type(1)
-    norm = params.dtype.type(0)
-    for k in range(p.size):
-        w = p[k]
-        raw = g_[k] + o[k] if has_other else g_[k]
-        g = (raw + alpha * w) * scale
-        m = beta_1 * a[k] + (one - beta_1) * g
-        v = beta_2 * b[k] + (one - beta_2) * (g * g)
-        a[k] = m
-        b[k] = v
-        p[k] = w - lr_t * m / (np.sqrt(v) + epsilon)
-        norm += w * w
-    return norm
-
-
-@jit
-def _gather(X, csr, Y, sw, order, start, stop, Xb, Yb, swb):
-    """Copy the minibatch rows ``order[start:stop]`` into the batch buffers.
-
-    ``csr = (data, indices, indptr)`` of a CSR matrix when ``X`` is sparse (then
-    ``X`` is a placeholder); only the batch is ever densified.
-    """
-    data, indices, indptr = csr
-    sparse = indptr.size > 0
-    n_in, n_out = Xb.shape[1], Yb.shape[1]
-    zero = Xb.dtype.type(0)
-    for r in range(stop - start):
+    sparse = rows.indptr.size > 0
+    n_out = rows.Y.shape[1]
+    zero = batch.x.dtype.type(0)
+    for r in range(lo, hi):
         src = order[start + r]
+        x = batch.x[r * n_in:(r + 1) * n_in]
         if sparse:
-            for c in range(n_in):
-                Xb[r, c] = zero
-            for k in range(indptr[src], indptr[src + 1]):
-                Xb[r, indices[k]] = data[k]
+            for j in range(n_in):
+                x[j] = zero
+            for k in range(rows.indptr[src], rows.indptr[src + 1]):
+                x[rows.indices[k]] = rows.data[k]
         else:
-            for c in range(n_in):  # element loops: slice assignment costs more than these short rows
-                Xb[r, c] = X[src, c]
-        for c in range(n_out):
-            Yb[r, c] = Y[src, c]
-        swb[r] = sw[src]
+            for j in range(n_in):  # element loops: slice assignment costs more than these short rows
+                x[j] = rows.X[src, j]
+        for j in range(n_out):
+            batch.y[r * n_out + j] = rows.Y[src, j]
+        batch.sw[r] = rows.sw[src]
 
 
-@jit
-def _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
-                    partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
-    """Forward, loss and raw gradient of row chunk ``c`` of ``n_chunks`` of an ``n``-row batch.
+@jit_inner
+def _step_slice(params, grads, n_chunks, state, lo, hi, scale, lr, hyper, alpha):
+    """The optimizer step on ``params[lo:hi]`` with the sum of the chunks' raw gradients; returns ``||W||^2`` before.
 
-    The batch is ``batch = (x, y, sw)``, flat C-order rows.  With ``gather`` these
-    are the buffers ``xbuf`` / ``ybuf`` / ``swbuf``, and the chunk first copies its
-    own rows ``order[start + lo:start + hi]`` of (X, Y, sw) there (see :func:`_gather`),
-    so that the copy runs on the thread, and lands in the cache, that uses it.
-    Without, ``batch`` may be read-only and the buffers are not touched.  Chunk
-    ``c`` works in ``acts[c]`` / ``deltas[c]``, writes its raw gradient into
-    ``grad`` (chunk 0) or ``partial[c - 1]``, and its loss sum, finiteness and
-    weight sum into ``chunk_out[c, :3]``.
+    The gradient is ``(raw + alpha * W) * scale``.  Chunks 2, 3, ... are first
+    summed into chunk 0's raw gradient; chunk 1's is added as the step reads it,
+    so with two chunks chunk 0's is not written back (on two threads a write would
+    pull its cache lines from the other core).  SGD: ``v = momentum * v - lr * g``,
+    ``W += v`` (Nesterov: ``W += momentum * v - lr * g``); Adam: ``lr`` is this
+    step's bias-corrected rate.  The flags are loop-invariant, so LLVM splits each
+    loop into one straight copy per case.  The loops run over slices indexed from
+    0: LLVM vectorizes those, but not a ``range(lo, hi)`` loop whose ``lo`` is a
+    computed quotient (measured 9x slower).
     """
-    n_in, n_out = sizes[0], sizes[sizes.size - 1]
-    lo, hi = n * c // n_chunks, n * (c + 1) // n_chunks
-    if gather:
-        _gather(X, csr, Y, sw, order, start + lo, start + hi, _block(xbuf, lo * n_in, hi - lo, n_in),
-                _block(ybuf, lo * n_out, hi - lo, n_out), swbuf[lo:hi])
-    X0 = _block(batch[0], lo * n_in, hi - lo, n_in)
-    Y0 = _block(batch[1], lo * n_out, hi - lo, n_out)
-    sw0 = batch[2][lo:hi]
-    weight = params.dtype.type(0)
-    for r in range(hi - lo):
-        weight += sw0[r]
-    a = acts[c]
-    d = deltas[c]
-    finite = _forward(params, sizes, coef_off, icpt_off, X0, a, act_off, hidden_code, out_code)
-    chunk_out[c, 0] = _loss_and_delta(sizes, Y0, sw0, a, d, act_off, out_code)
-    chunk_out[c, 1] = 1.0 if finite else 0.0
-    chunk_out[c, 2] = weight
-    if c == 0:
-        _backward(params, grad, sizes, coef_off, icpt_off, X0, a, d, act_off, hidden_code)
+    p, g0, s0 = params[lo:hi], grads[0][lo:hi], state[0][lo:hi]
+    for c in range(2, n_chunks):
+        part = grads[c][lo:hi]
+        for k in range(g0.size):
+            g0[k] += part[k]
+    has_g1 = n_chunks > 1
+    g1 = grads[1][lo:hi] if has_g1 else g0
+    norm = p.dtype.type(0)
+    if hyper.solver == ADAM:
+        s1 = state[1][lo:hi]
+        one = p.dtype.type(1)
+        beta_1, beta_2, epsilon = hyper.beta_1, hyper.beta_2, hyper.epsilon
+        for k in range(p.size):
+            w = p[k]
+            g = ((g0[k] + g1[k] if has_g1 else g0[k]) + alpha * w) * scale
+            m = beta_1 * s0[k] + (one - beta_1) * g
+            v = beta_2 * s1[k] + (one - beta_2) * (g * g)
+            s0[k] = m
+            s1[k] = v
+            p[k] = w - lr * m / (np.sqrt(v) + epsilon)
+            norm += w * w
     else:
-        _backward(params, partial[c - 1], sizes, coef_off, icpt_off, X0, a, d, act_off, hidden_code)
+        momentum, nesterov = hyper.momentum, hyper.nesterov
+        for k in range(p.size):
+            w = p[k]
+            g = ((g0[k] + g1[k] if has_g1 else g0[k]) + alpha * w) * scale
+            v = momentum * s0[k] - lr * g
+            s0[k] = v
+            p[k] = w + (momentum * v - lr * g) if nesterov else w + v
+            norm += w * w
+    return norm
 
 
-@jit_parallel
-def _chunks_parallel(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad, partial,
-                     sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
-    for c in prange(n_chunks):  # prange counts in uint64: call with int64, the serial loop's compiled types
-        _chunk_gradient(np.int64(c), n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch,
-                        params, grad, partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code,
-                        out_code, chunk_out)
+@jit_inner
+def _step_segment(s, n_seg, params, grads, state, n_coef, scale, lr, hyper, alpha, seg_norm):
+    """The step on segment ``s`` of ``n_seg`` of the coefficients, and on the intercepts (without L2) for the last.
+
+    ``seg_norm[s]`` gets the segment's ``||W||^2`` before the step.  Each segment stays on one
+    thread, and only it touches its slice of the parameters, state and gradients.
+    (A function, not the body of the caller's ``prange`` loop: there, Numba's
+    parallel lowering lost the write into ``seg_norm``, an array of a bundle.)
+    """
+    seg_norm[s] = _step_slice(params, grads, n_seg, state, n_coef * s // n_seg, n_coef * (s + 1) // n_seg, scale, lr,
+                              hyper, alpha)
+    if s == n_seg - 1:
+        _step_slice(params, grads, n_seg, state, n_coef, params.size, scale, lr, hyper, alpha - alpha)
 
 
-@jit
-def _batch_gradient(parallel, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params,
-                    grad, partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out):
-    """Raw gradient of chunk 0 into ``grad`` and of the others into ``partial``; returns
-    ``(loss sum, all finite, weight sum)`` summed in chunk order.  The chunks run on
-    Numba's threads when ``parallel``."""
-    if parallel and n_chunks > 1:
-        _chunks_parallel(n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params, grad,
-                         partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code, chunk_out)
-    else:  # the loop in place rather than in a serial twin: each call layer passes ~25 arrays (~2% at batch 32)
-        for c in range(n_chunks):
-            _chunk_gradient(c, n_chunks, n, gather, X, csr, Y, sw, order, start, xbuf, ybuf, swbuf, batch, params,
-                            grad, partial, sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code,
-                            chunk_out)
+@jit_inner
+def _chunk_totals(chunk_loss, chunk_weight, chunk_finite, n_chunks):
+    """``(loss sum, weight sum, all finite)`` of the chunks, summed in chunk order."""
     loss = 0.0
     weight = 0.0
     finite = True
     for c in range(n_chunks):
-        loss += chunk_out[c, 0]
-        finite = finite and chunk_out[c, 1] != 0.0
-        weight += chunk_out[c, 2]
-    return loss, finite, weight
+        loss += chunk_loss[c]
+        weight += chunk_weight[c]
+        finite = finite and chunk_finite[c]
+    return loss, weight, finite and np.isfinite(loss)
 
 
-@jit
-def _add_partials(grad, partial, n_partial, lo, hi):
-    """``grad[lo:hi] += partial[0][lo:hi] + ...``, in chunk order (slices, as in :func:`_sgd_segment`)."""
-    g = grad[lo:hi]
-    for c in range(n_partial):
-        part = partial[c][lo:hi]
-        for k in range(g.size):
-            g[k] += part[k]
+def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, backup, hyper, penalty, t):
+    """One epoch of minibatch training over the rows ``order`` of ``rows``.
 
-
-@jit
-def _segment_step(solver, params, grad, partial, n_partial, state_1, state_2, lo, hi, scale, alpha, lr, momentum,
-                  nesterov, beta_1, beta_2, epsilon):
-    """The optimizer step on ``params[lo:hi]`` with the sum of the chunks' gradients; returns ``||W||^2`` before.
-
-    Chunks 2, 3, ... are first summed into ``grad``; chunk 1's gradient is added as the step reads it.
-    """
-    if n_partial > 1:
-        _add_partials(grad, partial[1:], n_partial - 1, lo, hi)
-    has_other = n_partial >= 1
-    other = partial[0] if has_other else grad
-    if solver == ADAM:
-        return _adam_segment(params, grad, other, has_other, state_1, state_2, lo, hi, scale, alpha, lr, beta_1,
-                             beta_2, epsilon)
-    return _sgd_segment(params, grad, other, has_other, state_1, lo, hi, scale, alpha, lr, momentum, nesterov)
-
-
-@jit
-def _update_segment(s, n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha, lr,
-                    momentum, nesterov, beta_1, beta_2, epsilon, seg_out):
-    """The optimizer step on segment ``s`` of ``n_seg`` of the coefficients (the last segment also takes the
-    intercepts, without L2); ``seg_out[s, 3]`` gets the segment's ``||W||^2`` before the step.
-
-    ``lr`` is Adam's bias-corrected rate, or SGD's rate.  Each segment stays on one thread, and the
-    optimizer state of a segment is only ever touched by it.
-    """
-    lo, hi = n_coef * s // n_seg, n_coef * (s + 1) // n_seg
-    seg_out[s, 3] = _segment_step(solver, params, grad, partial, n_partial, state_1, state_2, lo, hi, scale, alpha,
-                                  lr, momentum, nesterov, beta_1, beta_2, epsilon)
-    if s == n_seg - 1:
-        _segment_step(solver, params, grad, partial, n_partial, state_1, state_2, n_coef, params.size, scale,
-                      params.dtype.type(0), lr, momentum, nesterov, beta_1, beta_2, epsilon)
-
-
-@jit_parallel
-def _updates_parallel(n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef, scale, alpha, lr,
-                      momentum, nesterov, beta_1, beta_2, epsilon, seg_out):
-    for s in prange(n_seg):
-        _update_segment(np.int64(s), n_seg, solver, params, grad, partial, n_partial, state_1, state_2, n_coef,
-                        scale, alpha, lr, momentum, nesterov, beta_1, beta_2, epsilon, seg_out)
-
-
-@jit
-def _train_epoch(X, csr, Y, sw, order, batch_size, params, grad, partial, state_1, state_2, backup,
-                 sizes, coef_off, icpt_off, n_coef, xbuf, ybuf, swbuf, acts, deltas, act_off, chunk_out,
-                 hidden_code, out_code, solver, lr, momentum, nesterov, beta_1, beta_2, epsilon,
-                 alpha, loss_scale, t, parallel):
-    """One epoch of minibatch training over the rows ``order`` of (X, Y, sw).
-
-    ``X`` is dense, or a placeholder when ``csr`` holds a CSR matrix (see :func:`_gather`).
-    Each batch is cut into row chunks (:func:`_chunk_gradient`) and the update into
-    as many parameter segments (:func:`_update_segment`); both run on Numba's
-    threads when ``parallel``.
-
-    First ``backup`` (3 rows) gets a copy of ``params``, ``state_1`` and ``state_2``
-    for the caller to restore on divergence.  Returns ``(sum over batches of
-    batch_loss * batch_rows, t, status)``: ``EPOCH_DONE``; ``EPOCH_DIVERGED`` at the
-    first batch whose loss is not finite (before its update), or when the state is
-    not finite after the last update (only the next forward would see it); or
+    First ``backup`` gets a copy of ``params`` and ``state`` (its rows) for the
+    caller to restore on divergence.  Returns ``(sum over batches of batch_loss *
+    batch_rows, t, status)``: ``EPOCH_DONE``; ``EPOCH_DIVERGED`` at the first batch
+    whose loss is not finite (before its update), or when the state is not finite
+    after the last update (only the next forward would see it); or
     ``EPOCH_BAD_ORDER``, before anything is touched, when ``order`` indexes outside
-    ``X``.  ``t`` counts optimizer steps (Adam's bias correction).
+    ``rows``.  ``t`` counts optimizer steps (Adam's bias correction).
     """
     n_rows = order.size
     for r in range(n_rows):
-        if order[r] < 0 or order[r] >= sw.size:
+        if order[r] < 0 or order[r] >= rows.sw.size:
             return 0.0, t, EPOCH_BAD_ORDER
-    for k in range(params.size):
-        backup[0, k] = params[k]
-        backup[1, k] = state_1[k]
-        backup[2, k] = state_2[k]
+    for j in range(params.size):
+        backup[0, j] = params[j]
+        for i in range(state.shape[0]):
+            backup[i + 1, j] = state[i, j]
+    dtype = params.dtype.type
+    alpha, n_coef = penalty.alpha, layout.n_coef
+    backward = n_rows > 0  # True, but not a compile-time literal: one compiled chunk pass serves every caller
     total = 0.0
     for start in range(0, n_rows, batch_size):
         nb = min(batch_size, n_rows - start)
-        k = min(acts.shape[0], nb)
-        gather = nb > 0  # True, but not a compile-time literal: one compiled chunk function serves both callers
-        data_loss, finite, weight = _batch_gradient(parallel, k, nb, gather, X, csr, Y, sw, order, start, xbuf, ybuf,
-                                                    swbuf, (xbuf, ybuf, swbuf), params, grad, partial, sizes,
-                                                    coef_off, icpt_off, acts, deltas, act_off, hidden_code, out_code,
-                                                    chunk_out)
+        k = min(ws.acts.shape[0], nb)
+        for c in prange(k):  # prange counts in uint64: pass int64, the serial loop's type, for one compiled callee
+            chunk = np.int64(c)
+            _gather(rows, order, start, nb * chunk // k, nb * (chunk + 1) // k, batch, layout.sizes[0])
+            _chunk_pass(chunk, k, nb, backward, batch, layout, ws, params)
+        data_loss, weight, finite = _chunk_totals(ws.chunk_loss, ws.chunk_weight, ws.chunk_finite, k)
         if not weight > 0.0:
             continue  # every row weighs 0: nothing to learn, and 1 / weight would be infinite
-        if not (finite and np.isfinite(data_loss)):
+        if not finite:
             return total, t, EPOCH_DIVERGED
-        scale = params.dtype.type(1.0 / weight)
         t += 1
-        step_lr = lr * np.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t) if solver == ADAM else lr
-        step_lr = params.dtype.type(step_lr)
-        if parallel and k > 1:
-            _updates_parallel(k, solver, params, grad, partial, k - 1, state_1, state_2, n_coef, scale, alpha,
-                              step_lr, momentum, nesterov, beta_1, beta_2, epsilon, chunk_out)
-        else:
-            for s in range(k):
-                _update_segment(s, k, solver, params, grad, partial, k - 1, state_1, state_2, n_coef, scale, alpha,
-                                step_lr, momentum, nesterov, beta_1, beta_2, epsilon, chunk_out)
+        rate = hyper.lr * np.sqrt(1.0 - hyper.beta_2 ** t) / (1.0 - hyper.beta_1 ** t) if hyper.solver == ADAM else hyper.lr
+        lr, scale = dtype(rate), dtype(1.0 / weight)
+        for s in prange(k):  # one parameter segment per chunk, on the chunk's thread
+            _step_segment(np.int64(s), k, params, ws.grads, state, n_coef, scale, lr, hyper, alpha, ws.seg_norm)
         norm = 0.0
         for s in range(k):
-            norm += chunk_out[s, 3]
-        batch_loss = (data_loss * loss_scale + 0.5 * alpha * norm) / weight
-        total += batch_loss * nb
-    finite = _all_finite(params) and _all_finite(state_1) and _all_finite(state_2)
+            norm += ws.seg_norm[s]
+        total += _objective(data_loss, norm, weight, penalty.alpha, penalty.loss_scale) * nb
+    finite = _all_finite(params) and _all_finite(state.reshape(state.size))
     return total, t, EPOCH_DONE if finite else EPOCH_DIVERGED
 
 
-@jit
-def _loss_gradient(params, grad, partial, sizes, coef_off, icpt_off, n_coef, X, Y, sw, acts, deltas, act_off,
-                   chunk_out, hidden_code, out_code, alpha, loss_scale, parallel):
-    """Full-batch loss and scaled gradient (for ``gradients`` and L-BFGS); NaN loss if not finite."""
-    n = sw.size
-    k = min(acts.shape[0], n)
-    # No gather: the chunks read (X, Y, sw) in place; the gather arguments are unused placeholders.
-    no_rows, no_values = np.empty(0, np.int64), np.empty(0, params.dtype)
-    gather = no_rows.size > 0  # False, not as a literal (see _train_epoch)
-    data_loss, finite, weight = _batch_gradient(parallel, k, n, gather, X, (no_values, no_rows, no_rows), Y, sw,
-                                                no_rows, 0, no_values, no_values, no_values,
-                                                (X.reshape(X.size), Y.reshape(Y.size), sw), params, grad, partial,
-                                                sizes, coef_off, icpt_off, acts, deltas, act_off, hidden_code,
-                                                out_code, chunk_out)
-    if not (finite and np.isfinite(data_loss)):
+def _loss_gradient(batch, layout, ws, params, penalty):
+    """Full-batch loss of the rows of ``batch``, its gradient left in ``ws.grads[0]``; NaN if not finite.
+
+    For ``gradients`` and L-BFGS: the chunks read the rows in place.
+    """
+    n = batch.sw.size
+    k = min(ws.acts.shape[0], n)
+    backward = n > 0  # True, not as a literal (see _train_epoch)
+    for c in prange(k):
+        _chunk_pass(np.int64(c), k, n, backward, batch, layout, ws, params)
+    data_loss, weight, finite = _chunk_totals(ws.chunk_loss, ws.chunk_weight, ws.chunk_finite, k)
+    if not finite:
         return np.nan
-    _add_partials(grad, partial, k - 1, 0, grad.size)
-    weight = sw.sum()
-    _scale_gradient(params, grad, n_coef, params.dtype.type(alpha), params.dtype.type(1) / weight)
-    return (data_loss * loss_scale + 0.5 * alpha * _squared_norm(params, n_coef)) / weight
+    grad = ws.grads[0]
+    dtype = params.dtype.type
+    alpha, scale = dtype(penalty.alpha), dtype(1.0) / dtype(weight)
+    norm = 0.0
+    for j in range(grad.size):
+        for c in range(1, k):
+            grad[j] += ws.grads[c, j]
+        if j < layout.n_coef:  # (raw + alpha * W) * scale for coefficients, raw * scale for intercepts
+            grad[j] = (grad[j] + alpha * params[j]) * scale
+            norm += params[j] * params[j]
+        else:
+            grad[j] = grad[j] * scale
+    return _objective(data_loss, norm, weight, penalty.alpha, penalty.loss_scale)
 
 
-@jit
-def _predict(params, sizes, coef_off, icpt_off, X, out, acts, act_off, chunk, hidden_code, out_code):
-    """Network output for every row of ``X`` into ``out``, ``chunk`` rows at a time (bounded memory)."""
+def _predict(params, layout, X, out, ws, chunk):
+    """Network output for every row of ``X`` into ``out``, ``chunk`` rows at a time (bounded memory).
+
+    ``ws`` needs one chunk's activations for ``chunk`` rows; returns whether every value was finite.
+    """
     n, n_in = X.shape
     flat = X.reshape(X.size)
-    last = sizes.size - 2
-    n_out = sizes[last + 1]
+    last = layout.sizes.size - 2
+    n_out = layout.sizes[last + 1]
+    backward = n < 0  # False, not as a literal (see _train_epoch)
     finite = True
     for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        X0 = _block(flat, start * n_in, stop - start, n_in)
-        finite = _forward(params, sizes, coef_off, icpt_off, X0, acts, act_off, hidden_code, out_code) and finite
-        out[start:stop, :] = _block(acts, act_off[last], stop - start, n_out)
+        m = min(chunk, n - start)
+        rows = Batch(flat[start * n_in:(start + m) * n_in], flat, flat)
+        _chunk_pass(np.int64(0), np.int64(1), m, backward, rows, layout, ws, params)  # int64, not literals: one callee
+        finite = finite and ws.chunk_finite[0]
+        result = ws.acts[0, ws.act_off[last]:ws.act_off[last] + m * n_out]
+        target = out[start:start + m].reshape(m * n_out)
+        for j in range(m * n_out):
+            target[j] = result[j]
     return finite
+
+
+Kernels = namedtuple("Kernels", "train_epoch train_epoch_chunked loss_gradient loss_gradient_chunked predict")
+
+
+@functools.cache
+def kernels_for(hidden_code: int, out_code: int) -> Kernels:
+    """The compiled entry points for networks of one hidden and one output activation.
+
+    Each is a copy of its source above whose chunk pass calls that pair's
+    kernels (:func:`fastbp._config.specialize`), compiled at its first call; the
+    ``_chunked`` ones run their ``prange`` loops on Numba's threads, and the
+    others, where ``prange`` is ``range``, never pay for the parallel lowering.
+    """
+    suffix = f"_{ALL_ACTIVATIONS[hidden_code]}_{ALL_ACTIVATIONS[out_code]}"
+    chunk_pass = jit_inner(specialize(_chunk_pass_source, suffix, _hidden_forward=FORWARD[hidden_code],
+                                      _out_forward=FORWARD[out_code], _hidden_backward=BACKWARD[hidden_code],
+                                      _out_loss=LOSS[out_code]))
+
+    def entry(source, compile_, suffix):
+        return compile_(specialize(source, suffix, _chunk_pass=chunk_pass))
+
+    return Kernels(entry(_train_epoch, jit, suffix), entry(_train_epoch, jit_parallel, suffix + "_parallel"),
+                   entry(_loss_gradient, jit, suffix), entry(_loss_gradient, jit_parallel, suffix + "_parallel"),
+                   entry(_predict, jit, suffix))

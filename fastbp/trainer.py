@@ -1,7 +1,7 @@
 """The thin Python trainer: epochs, shuffling, convergence, early stopping, callbacks.
 
 Policy lives here, arithmetic in nopython: each epoch is one call of
-:func:`fastbp.step._train_epoch`, which gathers every minibatch, runs forward,
+:func:`fastbp.step._train_epoch` (compiled per network by ``kernels_for``), which gathers every minibatch, runs forward,
 the output delta, backward and the optimizer update with no allocation per
 step.  Python shuffles the row indices (never the data) with the caller's
 ``numpy.random.Generator`` and does the per-epoch bookkeeping, with
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .optim import hyper_parameters
+from ._config import EPOCH_BAD_ORDER, EPOCH_DIVERGED
 from ._threads import chunked
-from .step import EPOCH_BAD_ORDER, EPOCH_DIVERGED, _train_epoch
+from .step import Batch, Penalty, Rows
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
@@ -45,15 +45,11 @@ class Trainer:
         self.network = network
         self.optimizer = optimizer
         self.batch_size = int(batch_size)
-        self.alpha = network.dtype.type(alpha)
-        self.loss_scale = float(loss_scale)
+        self.penalty = Penalty(network.dtype.type(alpha), float(loss_scale))
         n_in, n_out = network.layer_units[0], network.layer_units[-1]
-        self.grad = np.empty(network.n_params, network.dtype)
-        self.xbuf = np.empty(self.batch_size * n_in, network.dtype)
-        self.ybuf = np.empty(self.batch_size * n_out, network.dtype)
-        self.swbuf = np.empty(self.batch_size, network.dtype)
-        self.chunk_out = np.empty((network.chunk_count(self.batch_size), 4))  # per chunk: loss, finite, weight, norm
-        self._backup = np.empty((3, network.n_params), network.dtype)  # params, state_1, state_2 at epoch start
+        self.batch = Batch(np.empty(self.batch_size * n_in, network.dtype), np.empty(self.batch_size * n_out, network.dtype),
+                           np.empty(self.batch_size, network.dtype))
+        self._backup = np.empty((1 + optimizer.state.shape[0], network.n_params), network.dtype)  # params, state
         self._rows_of = self._rows = None
 
     def epoch(self, X, Y, sample_weight, order) -> float:
@@ -63,26 +59,22 @@ class Trainer:
         restoring the parameters and optimizer state of the start of the epoch.
         """
         net, opt = self.network, self.optimizer
-        acts, deltas, act_off, partial = net.workspace(self.batch_size)
-        if self.chunk_out.shape[0] < acts.shape[0]:  # the kernel writes one row per chunk
-            self.chunk_out = np.empty((acts.shape[0], 4))
-        state_1, state_2 = opt.state()
-        solver, lr, momentum, nesterov, beta_1, beta_2, epsilon = hyper_parameters(opt, net.dtype)
+        ws = net.workspace(self.batch_size)
         _check_epoch_inputs(net, X, Y, sample_weight, order)
         if self._rows_of is not X:  # convert a sparse matrix's indices once per fit, not per epoch
-            self._rows_of, self._rows = X, _row_source(X, net.dtype)
-        X, csr = self._rows
-        with chunked(acts.shape[0]) as parallel:
-            total, t, status = _train_epoch(
-                X, csr, Y, sample_weight, order, self.batch_size, net.params, self.grad, partial, state_1, state_2,
-                self._backup, net.sizes, net.coef_off, net.icpt_off, net.n_coef, self.xbuf, self.ybuf, self.swbuf,
-                acts, deltas, act_off, self.chunk_out, net.hidden_code, net.out_code, solver, lr, momentum,
-                nesterov, beta_1, beta_2, epsilon, self.alpha, self.loss_scale, opt.t, parallel)
+            self._rows_of, self._rows = X, _rows(X, Y, sample_weight, net.dtype)
+        rows = self._rows
+        if rows.Y is not Y or rows.sw is not sample_weight:
+            rows = self._rows = rows._replace(Y=Y, sw=sample_weight)
+        with chunked(ws.acts.shape[0]) as parallel:
+            total, t, status = (net.kernels.train_epoch_chunked if parallel else net.kernels.train_epoch)(
+                rows, order, self.batch_size, net.layout, ws, self.batch, net.params, opt.state, self._backup,
+                opt.hyper(net.dtype), self.penalty, opt.t)
         if status == EPOCH_BAD_ORDER:
             raise ValueError(f"order must be a non-empty 1-D array of row indices in [0, {sample_weight.size})")
         if status == EPOCH_DIVERGED:
-            for saved, live in zip(self._backup, (net.params, state_1, state_2)):
-                np.copyto(live, saved)  # and opt.t keeps its value from the start of the epoch
+            np.copyto(net.params, self._backup[0])
+            np.copyto(opt.state, self._backup[1:])  # and opt.t keeps its value from the start of the epoch
             raise TrainingDivergedError(
                 "training diverged: the loss became NaN or infinite, so the weights were restored to their "
                 f"last finite values; lower learning_rate_init (now {opt.learning_rate:g}) or scale the inputs")
@@ -90,62 +82,65 @@ class Trainer:
         return total / order.size
 
 
-def run_epochs(model, trainer, X, Y, sample_weight, *, rng, max_iter, shuffle, incremental,
-               validate=None, callbacks=(), report=None):
-    """The epoch loop of scikit-learn's stochastic solvers, on ``model``'s fitted attributes.
+def run_epochs(state, trainer, X, Y, sample_weight, *, settings, max_iter, incremental, validate=None,
+               callbacks=(), report=None):
+    """The epoch loop of scikit-learn's stochastic solvers, on a :class:`fastbp._fitted.FittedState`.
 
-    ``model`` carries scikit-learn's bookkeeping attributes (``n_iter_``, ``t_``,
-    ``loss_``, ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
-    ``best_validation_score_``, ``_no_improvement_count``) and the settings
-    ``tol``, ``n_iter_no_change``, ``early_stopping``, ``verbose``.  ``validate()``
-    returns ``(score, loss)`` on the held-out split when early stopping.  Each
-    callback gets an :class:`EpochInfo` and stops training by returning True.
-    Returns whether training stopped before ``max_iter`` epochs (converged,
-    plateaued or stopped by a callback).
+    ``state`` carries scikit-learn's bookkeeping (``n_iter_``, ``t_``, ``loss_``,
+    ``loss_curve_``, ``best_loss_``, ``validation_scores_``,
+    ``validation_loss_curve_``, ``best_validation_score_``,
+    ``_no_improvement_count``, ``_best_params``) and the generator ``_rng``
+    that shuffles; ``settings`` (the estimator) the parameters ``tol``,
+    ``n_iter_no_change``, ``early_stopping``, ``shuffle``, ``verbose``.
+    ``validate()`` returns ``(score, loss)`` on the held-out split when early
+    stopping.  Each callback gets an :class:`EpochInfo` and stops training by
+    returning True.  Returns whether training stopped before ``max_iter`` epochs
+    (converged, plateaued or stopped by a callback).
     """
     net, opt = trainer.network, trainer.optimizer
     order = np.arange(X.shape[0], dtype=np.int64)
-    verbose = bool(model.verbose) and report is not None
+    verbose = bool(settings.verbose) and report is not None
+    tol, early_stopping = settings.tol, settings.early_stopping
     for _ in range(max_iter):
-        if shuffle:
-            rng.shuffle(order)
+        if settings.shuffle:
+            state._rng.shuffle(order)
         started = time.perf_counter()
-        model.loss_ = trainer.epoch(X, Y, sample_weight, order)
+        state.loss_ = trainer.epoch(X, Y, sample_weight, order)
         seconds = time.perf_counter() - started
-        model.n_iter_ += 1
-        model.t_ += X.shape[0]
-        model.loss_curve_.append(model.loss_)
+        state.n_iter_ += 1
+        state.t_ += X.shape[0]
+        state.loss_curve_.append(state.loss_)
         if verbose:
-            report("Iteration %d, loss = %.8f" % (model.n_iter_, model.loss_))
+            report("Iteration %d, loss = %.8f" % (state.n_iter_, state.loss_))
         score = val_loss = None
-        if model.early_stopping:
+        if early_stopping:
             score, val_loss = validate()
-            model.validation_scores_.append(score)
-            model.validation_loss_curve_.append(val_loss)
+            state.validation_scores_.append(score)
+            state.validation_loss_curve_.append(val_loss)
             if verbose:
                 report("Validation score: %f" % score)
-            if score < model.best_validation_score_ + model.tol:
-                model._no_improvement_count += 1
+            if score < state.best_validation_score_ + tol:
+                state._no_improvement_count += 1
             else:
-                model._no_improvement_count = 0
-            if score > model.best_validation_score_:
-                model.best_validation_score_ = score
-                np.copyto(model._best_params, net.params)
+                state._no_improvement_count = 0
+            if score > state.best_validation_score_:
+                state.best_validation_score_ = score
+                np.copyto(state._best_params, net.params)
         else:
-            if model.loss_ > model.best_loss_ - model.tol:
-                model._no_improvement_count += 1
+            if state.loss_ > state.best_loss_ - tol:
+                state._no_improvement_count += 1
             else:
-                model._no_improvement_count = 0
-            model.best_loss_ = min(model.best_loss_, model.loss_)
-        opt.iteration_ends(model.t_)
-        info = EpochInfo(model.n_iter_, model.loss_, opt.learning_rate, seconds, score, val_loss)
+                state._no_improvement_count = 0
+            state.best_loss_ = min(state.best_loss_, state.loss_)
+        opt.iteration_ends(state.t_)
+        info = EpochInfo(state.n_iter_, state.loss_, opt.learning_rate, seconds, score, val_loss)
         stop = any([bool(callback(info)) for callback in callbacks])  # every callback sees every epoch
-        if model._no_improvement_count > model.n_iter_no_change:
-            what = "Validation score" if model.early_stopping else "Training loss"
-            msg = f"{what} did not improve more than tol={model.tol:f} for {model.n_iter_no_change} consecutive epochs."
+        if state._no_improvement_count > settings.n_iter_no_change:
+            what = "Validation score" if early_stopping else "Training loss"
+            msg = f"{what} did not improve more than tol={tol:f} for {settings.n_iter_no_change} consecutive epochs."
             if opt.trigger_stopping(msg, verbose, report or print):
                 return True
-            model._no_improvement_count = 0
+            state._no_improvement_count = 0
         if stop:
             return True
         if incremental:
@@ -153,12 +148,13 @@ def run_epochs(model, trainer, X, Y, sample_weight, *, rng, max_iter, shuffle, i
     return False
 
 
-def _row_source(X, dtype):
-    """``(dense X or placeholder, CSR arrays or empty ones)`` for :func:`fastbp.step._gather`."""
+def _rows(X, Y, sample_weight, dtype) -> Rows:
+    """The training set as :func:`fastbp.step._gather` reads it: dense ``X``, or a placeholder and the CSR arrays."""
     no_index = np.empty(0, np.int64)
     if hasattr(X, "indptr"):
-        return np.empty((1, 1), dtype), (X.data, X.indices.astype(np.int64, copy=False), X.indptr.astype(np.int64, copy=False))
-    return X, (np.empty(0, dtype), no_index, no_index)
+        return Rows(np.empty((1, 1), dtype), X.data, X.indices.astype(np.int64, copy=False),
+                    X.indptr.astype(np.int64, copy=False), Y, sample_weight)
+    return Rows(X, np.empty(0, dtype), no_index, no_index, Y, sample_weight)
 
 
 def _check_epoch_inputs(net, X, Y, sample_weight, order):
