@@ -155,7 +155,8 @@ def train(args, out=None, err=None, progress=None) -> int:
 
     def compile_and_fit():
         progress.phase = "compiling"
-        compile_seconds = _compile(args.dtype, solver, data.task, step_rows >= CHUNKED_ROWS, err)
+        task = ("multiclass" if n_classes > 2 else "binary") if classify else "regression"
+        compile_seconds = _compile(args.dtype, solver, task, args.activation, step_rows >= CHUNKED_ROWS, err)
         progress.phase = "training"
         started = time.perf_counter()
         with warnings.catch_warnings():
@@ -234,17 +235,17 @@ def check_memory(units, itemsize, solver, rows) -> None:
                          "of memory is available")
 
 
-def _compile(dtype, solver, task, chunked, err):
+def _compile(dtype, solver, task, activation, chunked, err):
     """Warm up only this run's path, saying so before (it may take seconds) and how long it took."""
     from ._cache import active_dir, cache_files
     from .warmup import compiled_count, warmup
 
     cached = any(name.endswith(".nbi") for name in cache_files(active_dir()))
-    what = f"for {dtype} ({solver}, {task})"
+    what = f"for {dtype} ({solver}, {activation}, {task})"
     print(f"loading fastbp's compiled kernels {what} from the cache..." if cached else
           f"compiling fastbp's kernels {what}: first run on this machine, cached afterwards...", file=err, flush=True)
     before = compiled_count()
-    seconds = warmup(dtypes=(dtype,), solvers=(solver,), tasks=(task,), chunked=chunked)
+    seconds = warmup(dtypes=(dtype,), solvers=(solver,), tasks=(task,), chunked=chunked, activations=(activation,))
     compiled = compiled_count() - before
     print(f"ready in {seconds:.1f} s ({f'compiled {compiled} functions' if compiled else 'cached'})", file=err,
           flush=True)

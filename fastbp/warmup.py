@@ -7,15 +7,20 @@ training itself are not mixed with it; ``fastbp train`` warms up only its own
 path, ``fastbp warmup`` every path (for a container image or a CI step).
 """
 
-import sys
+import itertools
 import time
 import warnings
 
 import numpy as np
+from numba.core import event as _numba_event
+
+from ._config import ACTIVATIONS
 
 DTYPES = ("float32", "float64")
 SOLVERS = ("sgd", "adam", "lbfgs")
-TASKS = ("classification", "regression")
+# Numba compiles fastbp's entry points per network kind, a pair of hidden and output activations
+# (fastbp.step.kernels_for): each task stands for one output activation.
+TASKS = ("multiclass", "binary", "regression", "poisson")  # softmax, logistic, identity, exp
 # Batches of this many rows or more run in row chunks on Numba's threads (fastbp.network.chunk_count).
 CHUNKED_ROWS = 200
 
@@ -28,46 +33,61 @@ def _names(value, allowed, what):
     return names
 
 
-def warmup(dtypes=DTYPES, solvers=SOLVERS, tasks=TASKS, chunked=True) -> float:
-    """Tiny fits (and predicts) through the public estimators for every combination asked; the seconds spent.
-
-    ``chunked`` adds a fit whose batches run in row chunks (which starts Numba's
-    thread pool) for each combination.  Other output activations (logistic, exp)
-    share the compiled functions of their task.
-    """
+def _estimator(task, X, **params):
+    """The estimator and target of a tiny fit of ``task`` on ``X``."""
     from .estimator import MLPClassifier, MLPRegressor
 
+    rows = np.arange(X.shape[0])
+    if task in ("multiclass", "binary"):
+        return MLPClassifier(**params), rows % (3 if task == "multiclass" else 2)
+    return MLPRegressor(loss="poisson" if task == "poisson" else "squared_error", **params), (rows % 3).astype(X.dtype)
+
+
+def warmup(dtypes=DTYPES, solvers=SOLVERS, tasks=TASKS, chunked=True, activations=ACTIVATIONS) -> float:
+    """Tiny fits (and predicts) through the public estimators for every combination asked; the seconds spent.
+
+    ``tasks`` name the output activations (multiclass: softmax, binary and
+    multilabel: logistic, regression: identity, poisson: exp) and ``activations``
+    the hidden ones; ``chunked`` adds, for each combination, a fit whose batches
+    run in row chunks on Numba's threads (and starts their pool).
+    """
     dtypes, solvers = _names(dtypes, DTYPES, "dtypes"), _names(solvers, SOLVERS, "solvers")
-    tasks = _names(tasks, TASKS, "tasks")
+    tasks, activations = _names(tasks, TASKS, "tasks"), _names(activations, ACTIVATIONS, "activations")
     started = time.perf_counter()
     rng = np.random.default_rng(0)
     for dtype in dtypes:
-        X = rng.standard_normal((8, 3)).astype(dtype)
-        y = np.arange(8) % 3
-        for task in tasks:
-            cls, target = (MLPClassifier, y) if task == "classification" else (MLPRegressor, y.astype(dtype))
-            for solver in solvers:
-                runs = [(X, target, 4)]
-                if chunked:
-                    runs.append((np.tile(X, (CHUNKED_ROWS // 8, 1)), np.tile(target, CHUNKED_ROWS // 8), CHUNKED_ROWS))
-                for rows, labels, batch in runs:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        cls(hidden_layer_sizes=(4,), solver=solver, max_iter=1, batch_size=batch).fit(
-                            rows, labels).predict(rows)
+        small = rng.standard_normal((8, 3)).astype(dtype)
+        sizes = [(small, 4)] + ([(np.tile(small, (CHUNKED_ROWS // 8, 1)), CHUNKED_ROWS)] if chunked else [])
+        for task, activation, solver, (X, batch) in itertools.product(tasks, activations, solvers, sizes):
+            model, y = _estimator(task, X, hidden_layer_sizes=(4,), activation=activation, solver=solver,
+                                  max_iter=1, batch_size=batch)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(X, y).predict(X)
     return time.perf_counter() - started
 
 
+class _CompileCounter(_numba_event.Listener):
+    """Counts Numba's "numba:compile" events: fired for real compilations only, not for loads from the cache."""
+
+    def __init__(self):
+        self.count = 0
+
+    def on_start(self, event):
+        self.count += 1
+
+    def on_end(self, event):
+        pass
+
+
+_COUNTER = _CompileCounter()
+_numba_event.register("numba:compile", _COUNTER)
+
+
 def compiled_count() -> int:
-    """How many of fastbp's functions this process compiled rather than loaded from Numba's cache (so far)."""
-    try:
-        from numba.core.dispatcher import Dispatcher
-    except ImportError:
-        return 0
-    count = 0
-    for name, module in list(sys.modules.items()):
-        if name.startswith("fastbp.") and module is not None:
-            for value in list(vars(module).values()):
-                if isinstance(value, Dispatcher):  # under NUMBA_DISABLE_JIT there are none
-                    count += len(value.overloads) - sum(value.stats.cache_hits.values())
-    return count
+    """How many functions Numba compiled (rather than loaded from its cache) since fastbp.warmup was imported.
+
+    Counted from Numba's compile events, so it sees every function, also those
+    fastbp compiles per network kind outside any module's namespace.
+    """
+    return _COUNTER.count

@@ -173,7 +173,7 @@ def test_main_in_process(capsys, tmp_path):
     captured = capsys.readouterr()
     assert re.search(r"^test accuracy: \d\.\d{4}$", captured.out, re.MULTILINE)
     notice, ready = captured.err.splitlines()  # --quiet: no progress, but never silent about compiling
-    assert re.match(r"(compiling|loading) fastbp's (compiled )?kernels for float32 \(sgd, classification\)", notice)
+    assert re.match(r"(compiling|loading) fastbp's (compiled )?kernels for float32 \(sgd, relu, multiclass\)", notice)
     assert re.match(r"ready in \d+\.\d s \((cached|compiled \d+ functions)\)$", ready)
     assert load(tmp_path / "m.npz").predict(load_raw("iris")[0]).shape == (150,)
 

@@ -174,7 +174,7 @@ def test_warmup_command_clear(monkeypatch, capsys):
 
 
 def test_warmup_compiles_only_what_it_is_asked(monkeypatch):
-    """The command line warms up its own solver, dtype and task: the tiny fits are of those only."""
+    """The command line warms up its own solver, dtype, task and activation: the tiny fits are of those only."""
     import fastbp.estimator
     import fastbp.warmup
 
@@ -182,11 +182,12 @@ def test_warmup_compiles_only_what_it_is_asked(monkeypatch):
     for cls in (fastbp.estimator.MLPClassifier, fastbp.estimator.MLPRegressor):
         real_fit = cls.fit
         monkeypatch.setattr(cls, "fit", lambda self, X, y, _fit=real_fit: fits.append(
-            (type(self).__name__, self.solver, X.dtype.name, self.batch_size)) or _fit(self, X, y))
-    fastbp.warmup.warmup(dtypes="float64", solvers=("adam",), tasks=("regression",), chunked=False)
-    assert fits == [("MLPRegressor", "adam", "float64", 4)]
+            (type(self).__name__, self.solver, self.activation, X.dtype.name, self.batch_size)) or _fit(self, X, y))
+    fastbp.warmup.warmup(dtypes="float64", solvers=("adam",), tasks=("regression",), chunked=False,
+                         activations=("tanh",))
+    assert fits == [("MLPRegressor", "adam", "tanh", "float64", 4)]
     fits.clear()
-    fastbp.warmup.warmup(dtypes=("float32",), solvers=("sgd", "lbfgs"), tasks=("classification",))
-    assert [f[1] for f in fits] == ["sgd", "sgd", "lbfgs", "lbfgs"] and {f[3] for f in fits} == {4, 200}
+    fastbp.warmup.warmup(dtypes=("float32",), solvers=("sgd", "lbfgs"), tasks=("binary",), activations="relu")
+    assert [f[1] for f in fits] == ["sgd", "sgd", "lbfgs", "lbfgs"] and {f[4] for f in fits} == {4, 200}
     with pytest.raises(ValueError, match="solvers must be"):
         fastbp.warmup.warmup(solvers=("rmsprop",))
