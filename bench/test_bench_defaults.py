@@ -1,11 +1,19 @@
-"""The drop-in promise: default parameters, scikit-learn's accuracy, a fraction of its time."""
+"""The drop-in promise: ``MLPClassifier()`` with its defaults, scikit-learn's accuracy, a fraction of its time."""
 
-from fastbp.benchmark import bench_defaults, defaults_section
+from fastbp.bench import report
+from fastbp.bench.cases import defaults_accuracy, defaults_case
+from fastbp.bench.run import Size
+
+SIZE = Size()
 
 
-def test_defaults_match_sklearn_accuracy_and_fit_digits_faster():
-    res = bench_defaults(seeds=(0, 1, 2))
-    print("\n" + defaults_section(res))
-    for name, acc in res["accuracy"].items():
-        assert acc["fastbp"] >= acc["sklearn"] - 0.01, f"{name}: fastbp {acc['fastbp']:.4f} vs {acc['sklearn']:.4f}"
-    assert res["speedup"] >= 6, f"fitting digits with defaults only {res['speedup']:.1f}x faster than scikit-learn"
+def test_defaults_fit_digits(target):
+    comp = defaults_case(SIZE.rounds, SIZE.seeds)
+    print("\n" + report.calls_section("defaults", "", comp, [("scikit-learn / fastbp", "scikit-learn", "fastbp")]))
+    target({"defaults": comp}, "defaults/accuracy")
+    target({"defaults": comp}, "defaults/scikit-learn")
+
+
+def test_defaults_accuracy_elsewhere():
+    for name, acc in defaults_accuracy(seeds=SIZE.seeds).items():
+        assert acc["fastbp"] >= acc["scikit-learn"] - 0.01, f"{name}: {acc}"

@@ -20,6 +20,7 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._fitted import STOPPING_FIELDS, FittedState, fitted_fields
+from ._threads import fit_scope
 from ._threads import limit as limit_threads
 from ._validation import check_network_size
 from .network import PREDICT_CHUNK, Network
@@ -125,12 +126,11 @@ class _BaseMLP(BaseEstimator):
                 X, Y, sample_weight = X[keep], Y[keep], sample_weight[keep]
         layer_units = [X.shape[1], *sizes, Y.shape[1]]
         if first_pass:
-            batch = X.shape[0] if self.solver == "lbfgs" or self.batch_size == "auto" else self.batch_size
-            check_network_size(layer_units, min(batch, X.shape[0]), X.dtype)
+            check_network_size(layer_units, self._batch_rows(X.shape[0]), X.dtype)
             self._initialize(layer_units, X.dtype, seed)
         else:
             self._check_resumable(layer_units, X.dtype)
-        with limit_threads(self.n_threads):
+        with limit_threads(self.n_threads), fit_scope(self._network.chunk_count(self._batch_rows(X.shape[0]))):
             if self.solver == "lbfgs":
                 self._fit_lbfgs(X, Y, sample_weight)
             else:
@@ -153,6 +153,12 @@ class _BaseMLP(BaseEstimator):
     def __sklearn_is_fitted__(self):
         # Assigned coefs_ alone do not make a model: predict needs the network that training builds from them.
         return hasattr(self, "_network")
+
+    def _batch_rows(self, n_samples):
+        """Rows per gradient: the whole set for lbfgs, else the minibatch (scikit-learn's "auto" is 200)."""
+        if self.solver == "lbfgs":
+            return n_samples
+        return min(200 if self.batch_size == "auto" else self.batch_size, n_samples)
 
     def _callbacks(self):
         callbacks = self.callbacks

@@ -37,7 +37,7 @@ ACTIVATIONS = ALL_ACTIVATIONS[:4]
 OUT_ACTIVATIONS = ("identity", "logistic", "softmax", "exp")
 IDENTITY, RELU, LOGISTIC, TANH, SOFTMAX, EXP = range(6)
 
-SGD, ADAM = 0, 1  # the optimizer step's solver codes (fastbp.step.Hyper.solver)
+SGD, ADAM = 0, 1  # the solver codes (fastbp.step.OPTIMIZER_STEPS)
 EPOCH_DONE, EPOCH_DIVERGED, EPOCH_BAD_ORDER = 0, 1, 2  # the status an epoch kernel returns
 
 
@@ -49,6 +49,11 @@ def jit(func):
 def jit_inner(func):
     """Compile ``func``, called only from nopython code: no Python or C entry point to build (~0.1 s each)."""
     return njit(no_cpython_wrapper=True, no_cfunc_wrapper=True, **JIT_OPTIONS)(func)
+
+
+def jit_inline(func):
+    """A small scalar helper, inlined into each nopython caller (it has no call layer or compilation of its own)."""
+    return njit(inline="always", **JIT_OPTIONS)(func)
 
 
 def jit_parallel(func):

@@ -15,6 +15,14 @@ that safe:
   forked child that uses it after the parent did, so a child of a process whose
   thread pool had started runs its chunks one after another; and the child gets
   a fresh lock, since a thread of the parent may have held it at the fork.
+* **Idle BLAS threads stopped for a chunked fit.**  After a threaded product,
+  OpenBLAS's worker threads spin for about 0.1 s waiting for more work, and a
+  spinning thread takes a core from the chunks: the defaults fit on digits ran at
+  half speed right after a scikit-learn fit.  Setting the thread count does not
+  stop them, so :func:`fit_scope` puts every BLAS library on one thread for the
+  whole fit and then shuts each OpenBLAS thread pool down (OpenBLAS starts it
+  again at the next change of its thread count or threaded call, as after a
+  fork).  Only when no other Python thread runs: one could be inside such a call.
 * **Results do not depend on threads.**  Only the chunk count decides the
   arithmetic, so the same fit gives bitwise the same weights on any number of
   threads; threads only decide how fast.
@@ -33,6 +41,7 @@ _local = threading.local()  # .cap: the n_threads of the estimator fitting in th
 _process_cap = None  # set by limit_process (fastbp.distributed.configure_worker)
 _forked_after_pool = False
 _blas = None
+_blas_pools = None
 
 
 def _after_fork_in_child():
@@ -106,6 +115,50 @@ def _blas_libraries():
     return _blas
 
 
+def _blas_pool_shutdowns():
+    """The thread-pool shutdown function of each pthreads OpenBLAS in the process (found once)."""
+    global _blas_pools
+    if _blas_pools is None:
+        _blas_libraries()  # loads scipy's BLAS
+        _blas_pools = []
+        for lib in ThreadpoolController().select(internal_api="openblas").lib_controllers:
+            shutdown = getattr(getattr(lib, "dynlib", None), "blas_thread_shutdown_", None)
+            if getattr(lib, "threading_layer", None) == "pthreads" and shutdown is not None:
+                _blas_pools.append(shutdown)
+    return _blas_pools
+
+
+def _set_blas_threads(libraries, counts):
+    for (_, put), n in zip(libraries, counts):
+        if n is not None:
+            put(n)
+
+
+@contextmanager
+def fit_scope(n_chunks: int):
+    """A fit whose batches run in ``n_chunks`` row chunks: BLAS on one thread and its idle pools stopped throughout.
+
+    Only when the chunks will run on threads and no other Python thread runs (see
+    the module's notes); otherwise each chunked epoch sets BLAS on its own.
+    """
+    if chunk_threads(n_chunks) <= 1 or threading.active_count() > 1:
+        yield
+        return
+    with LOCK:
+        libraries = _blas_libraries()
+        before = [get() for get, _ in libraries]
+        _set_blas_threads(libraries, [1 if n not in (None, 1) else None for n in before])
+        for shutdown in _blas_pool_shutdowns():
+            shutdown()  # after the thread counts: changing one starts the pool again
+        _local.blas_single = True
+    try:
+        yield
+    finally:
+        with LOCK:
+            _local.blas_single = False
+            _set_blas_threads(libraries, [n if n not in (None, 1) else None for n in before])
+
+
 @contextmanager
 def chunked(n_chunks: int):
     """Yields whether this block's chunked steps run on Numba's threads.
@@ -120,7 +173,7 @@ def chunked(n_chunks: int):
         return
     available = numba.get_num_threads()
     with LOCK:
-        libraries = _blas_libraries()
+        libraries = [] if getattr(_local, "blas_single", False) else _blas_libraries()  # fit_scope set them
         before = [get() for get, _ in libraries]
         try:
             for (_, put), n in zip(libraries, before):

@@ -353,7 +353,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
         # Handed over whole: argparse's REMAINDER would refuse a leading option such as --quick.
-        from .benchmark import main as bench_main
+        from .bench import main as bench_main
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)

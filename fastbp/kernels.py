@@ -19,7 +19,7 @@ Conventions
 import numpy as np
 
 from ._config import ALL_ACTIVATIONS, ACTIVATIONS, EXP, LOGISTIC, OUT_ACTIVATIONS, RELU, SOFTMAX, TANH
-from ._config import activation_code, jit
+from ._config import activation_code, jit, jit_inline
 from ._validation import check_affine_backward, check_loss_inputs, check_matrix, check_out, check_vector
 
 
@@ -27,7 +27,7 @@ from ._validation import check_affine_backward, check_loss_inputs, check_matrix,
 _POW2_NONPOSITIVE = (2.0 ** np.arange(-126, 1)).astype(np.float32)
 
 
-@jit
+@jit_inline
 def _exp_nonpositive(x):
     """``e^x`` for a float32 ``x <= 0`` in plain arithmetic that LLVM vectorizes.
 

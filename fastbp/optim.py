@@ -2,8 +2,8 @@
 
 These objects hold the policy and the state (velocities, moments, step count,
 the current learning rate); the arithmetic runs in nopython, fused into the
-training step (:func:`fastbp.step._step_slice`), which takes the scalars as one
-:class:`fastbp.step.Hyper` bundle (:meth:`hyper`).  The state is one array with
+training step (:func:`fastbp.step._sgd_slice`, :func:`fastbp.step._adam_slice`),
+which takes the scalars as one bundle (:meth:`hyper`).  The state is one array with
 a row per state vector, each laid out like the network's parameters: SGD's
 velocity, or Adam's two moments.
 """
@@ -11,7 +11,7 @@ velocity, or Adam's two moments.
 import numpy as np
 
 from ._config import ADAM, SGD
-from .step import Hyper
+from .step import AdamHyper, SGDHyper
 
 LEARNING_RATE_SCHEDULES = ("constant", "invscaling", "adaptive")
 
@@ -40,10 +40,12 @@ class SGDOptimizer:
     def velocity(self):
         return self.state[0]
 
-    def hyper(self, dtype) -> Hyper:
+    solver = SGD
+
+    def hyper(self, dtype) -> SGDHyper:
         """The step's scalars for the epoch kernel, in the parameters' dtype (so float32 stays float32)."""
         cast = np.dtype(dtype).type
-        return Hyper(SGD, cast(self.learning_rate), cast(self.momentum), self.nesterov, cast(0), cast(0), cast(0))
+        return SGDHyper(cast(self.learning_rate), cast(self.momentum), self.nesterov)
 
     def iteration_ends(self, time_step: int) -> None:
         if self.lr_schedule == "invscaling":
@@ -93,11 +95,12 @@ class AdamOptimizer:
     def m2(self):
         return self.state[1]
 
-    def hyper(self, dtype) -> Hyper:
-        """The step's scalars for the epoch kernel, in the parameters' dtype; Adam's rate is bias-corrected per step."""
+    solver = ADAM
+
+    def hyper(self, dtype) -> AdamHyper:
+        """The step's scalars for the epoch kernel, in the parameters' dtype; the rate is bias-corrected per step."""
         cast = np.dtype(dtype).type
-        return Hyper(ADAM, cast(self.learning_rate), cast(0), False, cast(self.beta_1), cast(self.beta_2),
-                     cast(self.epsilon))
+        return AdamHyper(cast(self.learning_rate), cast(self.beta_1), cast(self.beta_2), cast(self.epsilon))
 
     def iteration_ends(self, time_step: int) -> None:
         """Adam's step size needs no per-epoch change."""

@@ -10,8 +10,8 @@ Numba passes as plain arguments):
 * :class:`Rows`: the training set (dense, or the arrays of a CSR matrix) with its
   targets and sample weights, and :class:`Batch`: the buffers a minibatch is
   gathered into;
-* :class:`Hyper`: the optimizer's scalars, and :class:`Penalty`: the L2 term and
-  the loss scaling.
+* :class:`SGDHyper` / :class:`AdamHyper`: the optimizer's scalars, and
+  :class:`Penalty`: the L2 term and the loss scaling.
 
 Layer ``i`` sees ``W = params[coef_off[i]:...].reshape(n_in, n_out)`` and its
 output block ``acts[c][act_off[i]:...].reshape(n_rows, n_out)``; a reshape of a
@@ -54,7 +54,8 @@ Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
 Workspace = namedtuple("Workspace", "acts deltas act_off grads chunk_loss chunk_weight chunk_finite seg_norm")
 Rows = namedtuple("Rows", "X data indices indptr Y sw")
 Batch = namedtuple("Batch", "x y sw")
-Hyper = namedtuple("Hyper", "solver lr momentum nesterov beta_1 beta_2 epsilon")
+SGDHyper = namedtuple("SGDHyper", "lr momentum nesterov")
+AdamHyper = namedtuple("AdamHyper", "lr beta_1 beta_2 epsilon")
 Penalty = namedtuple("Penalty", "alpha loss_scale")
 
 
@@ -160,55 +161,56 @@ def _gather(rows, order, start, lo, hi, batch, n_in):
         batch.sw[r] = rows.sw[src]
 
 
-@jit_inner
-def _step_slice(params, grads, n_chunks, state, lo, hi, scale, lr, hyper, alpha):
-    """The optimizer step on ``params[lo:hi]`` with the sum of the chunks' raw gradients; returns ``||W||^2`` before.
+# The optimizer steps on ``p = params[lo:hi]``, with the gradient ``(g0 (+ g1) +
+# alpha * W) * scale`` from the chunks' raw gradients on the slice (see
+# _step_segment); each returns ``||W||^2`` before the step.  The flags are loop-invariant,
+# so LLVM splits each loop into one straight copy per case.  The loops run over
+# slices indexed from 0: LLVM vectorizes those, but not a ``range(lo, hi)`` loop
+# whose ``lo`` is a computed quotient (measured 9x slower).
 
-    The gradient is ``(raw + alpha * W) * scale``.  Chunks 2, 3, ... are first
-    summed into chunk 0's raw gradient; chunk 1's is added as the step reads it,
-    so with two chunks chunk 0's is not written back (on two threads a write would
-    pull its cache lines from the other core).  SGD: ``v = momentum * v - lr * g``,
-    ``W += v`` (Nesterov: ``W += momentum * v - lr * g``); Adam: ``lr`` is this
-    step's bias-corrected rate.  The flags are loop-invariant, so LLVM splits each
-    loop into one straight copy per case.  The loops run over slices indexed from
-    0: LLVM vectorizes those, but not a ``range(lo, hi)`` loop whose ``lo`` is a
-    computed quotient (measured 9x slower).
-    """
-    p, g0, s0 = params[lo:hi], grads[0][lo:hi], state[0][lo:hi]
-    for c in range(2, n_chunks):
-        part = grads[c][lo:hi]
-        for k in range(g0.size):
-            g0[k] += part[k]
-    has_g1 = n_chunks > 1
-    g1 = grads[1][lo:hi] if has_g1 else g0
+
+@jit_inner
+def _sgd_slice(p, g0, g1, has_g1, state, lo, hi, scale, hyper, t, alpha):
+    """SGD: ``v = momentum * v - lr * g``, ``W += v`` (Nesterov: ``W += momentum * v - lr * g``)."""
+    velocity = state[0][lo:hi]
+    lr, momentum, nesterov = hyper.lr, hyper.momentum, hyper.nesterov
     norm = p.dtype.type(0)
-    if hyper.solver == ADAM:
-        s1 = state[1][lo:hi]
-        one = p.dtype.type(1)
-        beta_1, beta_2, epsilon = hyper.beta_1, hyper.beta_2, hyper.epsilon
-        for k in range(p.size):
-            w = p[k]
-            g = ((g0[k] + g1[k] if has_g1 else g0[k]) + alpha * w) * scale
-            m = beta_1 * s0[k] + (one - beta_1) * g
-            v = beta_2 * s1[k] + (one - beta_2) * (g * g)
-            s0[k] = m
-            s1[k] = v
-            p[k] = w - lr * m / (np.sqrt(v) + epsilon)
-            norm += w * w
-    else:
-        momentum, nesterov = hyper.momentum, hyper.nesterov
-        for k in range(p.size):
-            w = p[k]
-            g = ((g0[k] + g1[k] if has_g1 else g0[k]) + alpha * w) * scale
-            v = momentum * s0[k] - lr * g
-            s0[k] = v
-            p[k] = w + (momentum * v - lr * g) if nesterov else w + v
-            norm += w * w
+    for k in range(p.size):
+        w = p[k]
+        g = ((g0[k] + g1[k] if has_g1 else g0[k]) + alpha * w) * scale
+        v = momentum * velocity[k] - lr * g
+        velocity[k] = v
+        p[k] = w + (momentum * v - lr * g) if nesterov else w + v
+        norm += w * w
     return norm
 
 
 @jit_inner
-def _step_segment(s, n_seg, params, grads, state, n_coef, scale, lr, hyper, alpha, seg_norm):
+def _adam_slice(p, g0, g1, has_g1, state, lo, hi, scale, hyper, t, alpha):
+    """Adam, at step ``t``: moments ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``, bias-corrected rate."""
+    m1, m2 = state[0][lo:hi], state[1][lo:hi]
+    beta_1, beta_2, epsilon = hyper.beta_1, hyper.beta_2, hyper.epsilon
+    lr = p.dtype.type(hyper.lr * np.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t))
+    one = p.dtype.type(1)
+    norm = p.dtype.type(0)
+    for k in range(p.size):
+        w = p[k]
+        g = ((g0[k] + g1[k] if has_g1 else g0[k]) + alpha * w) * scale
+        m = beta_1 * m1[k] + (one - beta_1) * g
+        v = beta_2 * m2[k] + (one - beta_2) * (g * g)
+        m1[k] = m
+        m2[k] = v
+        p[k] = w - lr * m / (np.sqrt(v) + epsilon)
+        norm += w * w
+    return norm
+
+
+# The step of each solver code (fastbp._config's order).
+OPTIMIZER_STEPS = (_sgd_slice, _adam_slice)
+_optimizer_slice = None  # set in each compiled copy of _step_segment (see epoch_for)
+
+
+def _step_segment(s, n_seg, params, grads, state, n_coef, scale, hyper, t, alpha, seg_norm):
     """The step on segment ``s`` of ``n_seg`` of the coefficients, and on the intercepts (without L2) for the last.
 
     ``seg_norm[s]`` gets the segment's ``||W||^2`` before the step.  Each segment stays on one
@@ -216,10 +218,21 @@ def _step_segment(s, n_seg, params, grads, state, n_coef, scale, lr, hyper, alph
     (A function, not the body of the caller's ``prange`` loop: there, Numba's
     parallel lowering lost the write into ``seg_norm``, an array of a bundle.)
     """
-    seg_norm[s] = _step_slice(params, grads, n_seg, state, n_coef * s // n_seg, n_coef * (s + 1) // n_seg, scale, lr,
-                              hyper, alpha)
-    if s == n_seg - 1:
-        _step_slice(params, grads, n_seg, state, n_coef, params.size, scale, lr, hyper, alpha - alpha)
+    bounds = ((n_coef * s // n_seg, n_coef * (s + 1) // n_seg), (n_coef, params.size if s == n_seg - 1 else n_coef))
+    for part in range(2):
+        lo, hi = bounds[part]
+        # Chunks 2, 3, ... are summed into chunk 0's raw gradient; chunk 1's is added as the step reads
+        # it, so with two chunks chunk 0's is not written back (on two threads a write would pull its
+        # cache lines from the other core).
+        g0 = grads[0][lo:hi]
+        for c in range(2, n_seg):
+            extra = grads[c][lo:hi]
+            for k in range(g0.size):
+                g0[k] += extra[k]
+        norm = _optimizer_slice(params[lo:hi], g0, grads[1][lo:hi] if n_seg > 1 else g0, n_seg > 1, state, lo, hi,
+                                scale, hyper, t, alpha if part == 0 else alpha - alpha)
+        if part == 0:
+            seg_norm[s] = norm
 
 
 @jit_inner
@@ -271,10 +284,9 @@ def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, back
         if not finite:
             return total, t, EPOCH_DIVERGED
         t += 1
-        rate = hyper.lr * np.sqrt(1.0 - hyper.beta_2 ** t) / (1.0 - hyper.beta_1 ** t) if hyper.solver == ADAM else hyper.lr
-        lr, scale = dtype(rate), dtype(1.0 / weight)
+        scale = dtype(1.0 / weight)
         for s in prange(k):  # one parameter segment per chunk, on the chunk's thread
-            _step_segment(np.int64(s), k, params, ws.grads, state, n_coef, scale, lr, hyper, alpha, ws.seg_norm)
+            _step_segment(np.int64(s), k, params, ws.grads, state, n_coef, scale, hyper, t, alpha, ws.seg_norm)
         norm = 0.0
         for s in range(k):
             norm += ws.seg_norm[s]
@@ -334,7 +346,7 @@ def _predict(params, layout, X, out, ws, chunk):
     return finite
 
 
-Kernels = namedtuple("Kernels", "train_epoch train_epoch_chunked loss_gradient loss_gradient_chunked predict")
+Kernels = namedtuple("Kernels", "chunk_pass loss_gradient loss_gradient_chunked predict")
 
 
 @functools.cache
@@ -346,14 +358,24 @@ def kernels_for(hidden_code: int, out_code: int) -> Kernels:
     ``_chunked`` ones run their ``prange`` loops on Numba's threads, and the
     others, where ``prange`` is ``range``, never pay for the parallel lowering.
     """
-    suffix = f"_{ALL_ACTIVATIONS[hidden_code]}_{ALL_ACTIVATIONS[out_code]}"
+    suffix = _suffix(hidden_code, out_code)
     chunk_pass = jit_inner(specialize(_chunk_pass_source, suffix, _hidden_forward=FORWARD[hidden_code],
                                       _out_forward=FORWARD[out_code], _hidden_backward=BACKWARD[hidden_code],
                                       _out_loss=LOSS[out_code]))
+    return Kernels(chunk_pass, jit(specialize(_loss_gradient, suffix, _chunk_pass=chunk_pass)),
+                   jit_parallel(specialize(_loss_gradient, suffix + "_parallel", _chunk_pass=chunk_pass)),
+                   jit(specialize(_predict, suffix, _chunk_pass=chunk_pass)))
 
-    def entry(source, compile_, suffix):
-        return compile_(specialize(source, suffix, _chunk_pass=chunk_pass))
 
-    return Kernels(entry(_train_epoch, jit, suffix), entry(_train_epoch, jit_parallel, suffix + "_parallel"),
-                   entry(_loss_gradient, jit, suffix), entry(_loss_gradient, jit_parallel, suffix + "_parallel"),
-                   entry(_predict, jit, suffix))
+@functools.cache
+def epoch_for(hidden_code: int, out_code: int, solver: int, parallel: bool):
+    """The compiled epoch (:func:`_train_epoch`) for one kind of network and optimizer, serial or on threads."""
+    suffix = _suffix(hidden_code, out_code) + ("_adam" if solver == ADAM else "_sgd") + ("_parallel" if parallel else "")
+    step = jit_inner(specialize(_step_segment, suffix, _optimizer_slice=OPTIMIZER_STEPS[solver]))
+    source = specialize(_train_epoch, suffix, _chunk_pass=kernels_for(hidden_code, out_code).chunk_pass,
+                        _step_segment=step)
+    return (jit_parallel if parallel else jit)(source)
+
+
+def _suffix(hidden_code, out_code):
+    return f"_{ALL_ACTIVATIONS[hidden_code]}_{ALL_ACTIVATIONS[out_code]}"

@@ -1,7 +1,7 @@
 """The thin Python trainer: epochs, shuffling, convergence, early stopping, callbacks.
 
 Policy lives here, arithmetic in nopython: each epoch is one call of
-:func:`fastbp.step._train_epoch` (compiled per network by ``kernels_for``), which gathers every minibatch, runs forward,
+:func:`fastbp.step._train_epoch` (compiled per kind of network and optimizer by ``epoch_for``), which gathers every minibatch, runs forward,
 the output delta, backward and the optimizer update with no allocation per
 step.  Python shuffles the row indices (never the data) with the caller's
 ``numpy.random.Generator`` and does the per-epoch bookkeeping, with
@@ -15,7 +15,7 @@ import numpy as np
 
 from ._config import EPOCH_BAD_ORDER, EPOCH_DIVERGED
 from ._threads import chunked
-from .step import Batch, Penalty, Rows
+from .step import Batch, Penalty, Rows, epoch_for
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
@@ -67,7 +67,7 @@ class Trainer:
         if rows.Y is not Y or rows.sw is not sample_weight:
             rows = self._rows = rows._replace(Y=Y, sw=sample_weight)
         with chunked(ws.acts.shape[0]) as parallel:
-            total, t, status = (net.kernels.train_epoch_chunked if parallel else net.kernels.train_epoch)(
+            total, t, status = epoch_for(net.hidden_code, net.out_code, opt.solver, parallel)(
                 rows, order, self.batch_size, net.layout, ws, self.batch, net.params, opt.state, self._backup,
                 opt.hyper(net.dtype), self.penalty, opt.t)
         if status == EPOCH_BAD_ORDER:

@@ -1,6 +1,9 @@
 """Row chunks: a batch split over threads gives the whole batch's gradient, bitwise the same on any thread count."""
 
 import multiprocessing
+import os
+import subprocess
+import sys
 
 import numba
 import numpy as np
@@ -118,6 +121,37 @@ def test_blas_thread_counts_are_restored_after_chunked_fits():
             MLPClassifier((32,), solver="sgd", batch_size=200, learning_rate_init=1e6,
                           random_state=0).fit(X * 1e3, Y_CLASS)
         assert _blas_threads() == before
+
+
+_IDLE_POOLS_CHILD = """
+import os, sys, numpy as np
+from threadpoolctl import threadpool_info
+from fastbp import MLPClassifier
+tasks = lambda: set(os.listdir("/proc/self/task"))
+A = np.random.default_rng(0).standard_normal((300, 300))
+A @ A  # numpy's OpenBLAS threads now spin, waiting for more work
+before = tasks() - {str(os.getpid())}
+seen = []
+def during(info):
+    seen.append((tasks(), sorted(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")))
+X = np.random.default_rng(1).standard_normal((700, 12)); y = (X[:, 0] > 0).astype(int)
+MLPClassifier((16,), batch_size=200, max_iter=2, callbacks=[during]).fit(X, y)
+counts = sorted(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+print(bool(before), all(not (before & t) for t, _ in seen), all(set(c) == {1} for _, c in seen), counts == sorted(
+    p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or numba.get_num_threads() < 2,
+                    reason="needs Linux's /proc and two threads")
+def test_chunked_fit_stops_idle_blas_threads_and_restores_them():
+    """The BLAS threads that spun before a chunked fit are gone while it trains, and BLAS runs on one thread."""
+    if not any(p["user_api"] == "blas" and p["internal_api"] == "openblas" and p["num_threads"] > 1
+               for p in threadpool_info()):
+        pytest.skip("no threaded OpenBLAS")
+    out = subprocess.run([sys.executable, "-c", _IDLE_POOLS_CHILD], capture_output=True, text=True, timeout=300,
+                         check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert out.stdout.split() == ["True"] * 4, out.stdout + out.stderr
 
 
 def test_process_limit_keeps_chunks_on_one_thread():
