@@ -11,6 +11,12 @@ import types
 import numpy as np
 from numba import njit
 
+from . import _cache
+
+# Before any fastbp function compiles or loads from Numba's cache: drop cached code that an edit of
+# kernels.py, step.py or this file made stale (Numba keys each function on its own file only).
+_cache.refresh()
+
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
 # nogil: two Python threads may train at once.  cache: a second process loads

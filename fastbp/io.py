@@ -11,13 +11,18 @@ Guarantees
 ----------
 * Writing is atomic: a temporary file in the target's folder is written,
   flushed to disk and renamed over the target, so a crash mid-save leaves the
-  previous file intact.
-* Loading never unpickles (``allow_pickle=False``).  Every member's name, dtype
-  and shape is checked against what the metadata implies before its data is
-  read; anything else is refused with ``ValueError``.
+  previous file intact.  Only regular files are written (a symlink is written
+  through); an existing file keeps its permission bits.
+* Loading never unpickles (``allow_pickle=False``) and its cost is bounded by
+  the file: the metadata meets a strict schema (:mod:`fastbp._schema`), every
+  member's name, dtype, shape and size is checked against what the metadata
+  implies and against its zip entry before its data is read, and the memory
+  the load would take is estimated first (``max_bytes``).  Anything else is
+  refused with ``ValueError``.
 """
 
 import json
+import numbers
 import os
 import zipfile
 
@@ -26,29 +31,43 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelBinarizer, StandardScaler
 
 from ._atomic import atomic_write
+from ._schema import FORMAT, LISTS, VERSION, check_metadata
 from .estimator import MLPClassifier, MLPRegressor
 from .network import Network
 from .optim import AdamOptimizer, SGDOptimizer
 
-FORMAT = "fastbp-model"
-VERSION = 1
 _META = "__meta__"
-_MAX_META_BYTES = 16 << 20
-_MAX_PARAMS = 1 << 31
 _ESTIMATORS = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}
+_PARAM_NAMES = {name: tuple(cls().get_params()) for name, cls in _ESTIMATORS.items()}
 _SCALARS = ("n_iter_", "t_", "loss_", "best_loss_", "best_validation_score_", "_no_improvement_count",
             "n_features_in_", "n_outputs_", "n_layers_", "out_activation_")
-_LISTS = ("loss_curve_", "validation_scores_", "validation_loss_curve_")
-_BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
+# The default bound on what a load may allocate is this plus 4x the file's size (issue 13).
+_BASE_BUDGET = 64 << 20
+# A loaded array exists up to three times at once: read, its finiteness mask, and the optimizer's own
+# zero-filled state vector before the saved one replaces it.
+_ARRAY_COPIES = 3
+_MAX_MEMBERS = 16  # a model has at most 9: params, best_params, 2 optimizer vectors, classes, 2 scaler, meta
+_EOCD_SEARCH = 22 + 65535  # the end-of-central-directory record and the longest zip comment
 
 
 def save(model, path) -> None:
-    """Write a fitted fastbp estimator (or a Pipeline of a StandardScaler and one) to ``path`` atomically."""
+    """Write a fitted fastbp estimator (or a Pipeline of a StandardScaler and one) to ``path`` atomically.
+
+    ``path`` must be (or become) a regular file; a symlink is written through, an
+    existing file keeps its permission bits (see :func:`fastbp._atomic.atomic_write`).
+    """
     scaler, est = _split_pipeline(model)
     if not hasattr(est, "_network"):
         raise ValueError(f"{type(est).__name__} is not fitted: call fit before save")
     est._sync_network()  # arrays assigned to coefs_ / intercepts_ are part of the model
     net = est._network
+    sizes = est.hidden_layer_sizes
+    if list(sizes if hasattr(sizes, "__iter__") else [sizes]) != list(net.layer_units[1:-1]) \
+            or est.activation != net.activation:
+        # load cross-checks them, so save must not write a file that load refuses
+        raise ValueError(f"hidden_layer_sizes={sizes!r} and activation={est.activation!r} were changed after fit "
+                         f"(the network has {net.layer_units[1:-1]}, {net.activation!r}): set them back or fit again "
+                         "before save")
     meta = {"format": FORMAT, "version": VERSION, "estimator": type(est).__name__,
             "params": _json_params(est.get_params()), "dtype": net.dtype.name, "layer_units": list(net.layer_units),
             "activation": net.activation, "attributes": {}, "lists": {}}
@@ -56,7 +75,7 @@ def save(model, path) -> None:
     for name in _SCALARS:
         if hasattr(est, name):
             meta["attributes"][name] = _json_scalar(getattr(est, name))
-    for name in _LISTS:
+    for name in LISTS:
         value = getattr(est, name, None)
         meta["lists"][name] = None if value is None else [float(v) for v in value]
     if hasattr(est, "feature_names_in_"):
@@ -85,156 +104,159 @@ def save(model, path) -> None:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load(path):
-    """Read a model written by :func:`save`; ``ValueError`` for anything that is not one."""
+def load(path, max_bytes=None):
+    """Read a model written by :func:`save`; ``ValueError`` for anything that is not one.
+
+    The cost is bounded by the file: the metadata is checked against a strict
+    schema, members are read only as ``save`` writes them (stored, not
+    compressed, with the sizes their headers declare) and the memory a load
+    would take is estimated before anything is allocated.  By default that is at
+    most 64 MB plus 4 times the file's size; ``max_bytes`` sets another bound
+    (for models with, say, very long loss curves).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path!r}")
+    size = os.path.getsize(path)
+    if max_bytes is None:
+        max_bytes = _BASE_BUDGET + 4 * size
+    elif not isinstance(max_bytes, numbers.Integral) or isinstance(max_bytes, bool):
+        raise TypeError(f"max_bytes must be an integer (bytes), got {max_bytes!r}")
+    elif max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
     try:
-        with zipfile.ZipFile(path) as archive:
-            return _load_from(archive, path)
-    except ValueError:
-        raise
+        with open(path, "rb") as f:
+            _check_directory(f, size)
+            with zipfile.ZipFile(f) as archive:
+                return _load_from(archive, size, int(max_bytes))
+    except ValueError as exc:
+        raise ValueError(f"{path!r}: {exc}") from None
     except Exception as exc:  # a broken zip can raise almost anything: report it as a bad file
         raise ValueError(f"{path!r} is not a readable fastbp model file: {type(exc).__name__}: {exc}") from None
 
 
-def _load_from(archive, path):
-    names = set(archive.namelist())
-    if _META + ".npy" not in names:
-        raise ValueError(f"{path!r} is not a fastbp model file: no metadata member")
-    raw = _read_member(archive, _META, np.dtype(np.uint8), None, max_bytes=_MAX_META_BYTES)
+def _check_directory(f, size):
+    """Refuse zips of more entries than a model has, before zipfile builds an object for each."""
+    f.seek(max(0, size - _EOCD_SEARCH))
+    tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at >= 0 and len(tail) >= at + 12 and int.from_bytes(tail[at + 10:at + 12], "little") > _MAX_MEMBERS:
+        raise ValueError(f"not a fastbp model file: more than {_MAX_MEMBERS} members")
+    f.seek(0)
+
+
+def _load_from(archive, size, max_bytes):
+    infos = archive.infolist()
+    names = [info.filename for info in infos]
+    if len(infos) > _MAX_MEMBERS or len(set(names)) != len(names):
+        raise ValueError(f"not a fastbp model file: members {sorted(names)[:20]}")
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise ValueError(f"member {info.filename!r} is compressed: fastbp stores members uncompressed")
+    # Members may not overlap (a zip can point several entries at the same bytes): together they fit the file.
+    if sum(info.compress_size for info in infos) > size:
+        raise ValueError("the members claim more bytes than the file holds")
+    entries = dict(zip(names, infos))
+    if _META + ".npy" not in entries:
+        raise ValueError("not a fastbp model file: no metadata member")
+    raw = _read_member(archive, entries[_META + ".npy"], _META, np.dtype(np.uint8), None).tobytes()
+    cost = _metadata_cost(raw)
+    if cost > max_bytes:
+        raise ValueError(f"metadata of {len(raw)} bytes would take about {cost >> 20} MB to read, more than "
+                         f"max_bytes={max_bytes}: pass a larger max_bytes to load it")
     try:
-        meta = json.loads(raw.tobytes().decode())
+        meta = json.loads(raw.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path!r} has corrupt metadata: {exc}") from None
-    expected = _expected_members(meta, path)
-    if names != {n + ".npy" for n in expected} | {_META + ".npy"}:
-        raise ValueError(f"{path!r} has members {sorted(names)}: expected {sorted(n + '.npy' for n in expected)} "
+        raise ValueError(f"corrupt metadata: {exc}") from None
+    expected = check_metadata(meta, _PARAM_NAMES)
+    if set(names) != {n + ".npy" for n in expected} | {_META + ".npy"}:
+        raise ValueError(f"has members {sorted(names)}: expected {sorted(n + '.npy' for n in expected)} "
                          "and the metadata")
-    arrays = {name: _read_member(archive, name, dtype, shape) for name, (dtype, shape) in expected.items()}
+    cost += _ARRAY_COPIES * sum(entries[n + ".npy"].file_size for n in expected) + _classes_cost(meta)
+    if cost > max_bytes:
+        raise ValueError(f"loading would take about {cost >> 20} MB, more than max_bytes={max_bytes}: pass a "
+                         "larger max_bytes to load it")
+    arrays = {name: _read_member(archive, entries[name + ".npy"], name, dtype, shape)
+              for name, (dtype, shape) in expected.items()}
     for name, values in arrays.items():
         if values.dtype.kind == "f" and not np.isfinite(values).all():
-            raise ValueError(f"{path!r}: member {name!r} holds NaN or infinity; a saved model is always finite")
+            raise ValueError(f"member {name!r} holds NaN or infinity; a saved model is always finite")
+    if "scaler_scale" in arrays and not (arrays["scaler_scale"] > 0).all():
+        raise ValueError("member 'scaler_scale' holds a scale <= 0; StandardScaler's scales are positive")
     try:
         return _rebuild(meta, arrays)
-    except (TypeError, KeyError, AttributeError) as exc:
-        raise ValueError(f"{path!r} has inconsistent metadata: {type(exc).__name__}: {exc}") from None
+    except (TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+        raise ValueError(f"inconsistent metadata: {type(exc).__name__}: {exc}") from None
 
 
-def _expected_members(meta, path):
-    """Every array member implied by the metadata, with its dtype and shape."""
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path!r} is not a fastbp model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("version") != VERSION:
-        raise ValueError(f"{path!r} is format version {meta.get('version')!r}: this fastbp reads version {VERSION}")
-    if meta.get("estimator") not in _ESTIMATORS:
-        raise ValueError(f"{path!r} names estimator {meta.get('estimator')!r}: expected one of {sorted(_ESTIMATORS)}")
-    if meta.get("dtype") not in ("float32", "float64"):
-        raise ValueError(f"{path!r} has dtype {meta.get('dtype')!r}: expected float32 or float64")
-    units = meta.get("layer_units")
-    if (not isinstance(units, list) or len(units) < 2
-            or not all(isinstance(u, int) and not isinstance(u, bool) and 0 < u < _MAX_PARAMS for u in units)):
-        raise ValueError(f"{path!r} has layer_units {units!r}: expected a list of at least two positive integers")
-    n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
-    if n_params > _MAX_PARAMS:
-        raise ValueError(f"{path!r} describes {n_params} parameters: more than this loader accepts")
-    dtype = np.dtype(meta["dtype"])
-    members = {"params": (dtype, (n_params,))}
-    if meta.get("best_params"):
-        members["best_params"] = (dtype, (n_params,))
-    opt = meta.get("optimizer")
-    if opt is not None:
-        kinds = {"SGDOptimizer": ("velocity",), "AdamOptimizer": ("m1", "m2")}
-        if not isinstance(opt, dict) or opt.get("kind") not in kinds:
-            raise ValueError(f"{path!r} has optimizer {opt!r}: expected one of {sorted(kinds)}")
-        members.update({f"opt_{k}": (dtype, (n_params,)) for k in kinds[opt["kind"]]})
-    classes = meta.get("classes")
-    if isinstance(classes, dict) and classes.get("stored") == "array":
-        if not isinstance(classes.get("size"), int) or classes.get("dtype") not in ("bool", "int64", "float64"):
-            raise ValueError(f"{path!r} has malformed class metadata {classes!r}")
-        members["classes"] = (np.dtype(classes["dtype"]), (classes["size"],))
-    if meta.get("scaler"):
-        members["scaler_mean"] = (np.dtype(np.float64), (units[0],))
-        members["scaler_scale"] = (np.dtype(np.float64), (units[0],))
-    return members
+def _metadata_cost(raw):
+    """Bytes that parsing ``raw`` JSON may take: its text, and a generous Python object per value.
+
+    A value costs at most a dict's size (~230 bytes in CPython), and every value is
+    preceded or followed by one of these four characters.
+    """
+    tokens = sum(raw.count(c) for c in (b",", b":", b"[", b"{")) + 1
+    return 4 * len(raw) + 256 * tokens
 
 
-def _read_member(archive, name, dtype, shape, max_bytes=None):
-    """One ``.npy`` member, its header checked before any data is read."""
-    with archive.open(name + ".npy") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            header = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            header = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"member {name!r} has an unsupported .npy version {version}")
-    got_shape, fortran, got_dtype = header
-    if got_dtype != dtype or fortran or (shape is not None and tuple(got_shape) != shape) or len(got_shape) != 1:
+def _classes_cost(meta):
+    """Bytes of the classes array built from labels in the JSON: numpy's fixed-width strings take the longest."""
+    values = meta.get("classes", {}).get("values") or []
+    return 4 * len(values) * max(map(len, values), default=0)
+
+
+def _read_member(archive, info, name, dtype, shape):
+    """One ``.npy`` member as ``save`` writes it: format 1.0, C order, 1-D, of exactly its zip entry's size.
+
+    Its header is checked before any data is read or allocated.
+    """
+    with archive.open(info) as f:
+        if np.lib.format.read_magic(f) != (1, 0):
+            raise ValueError(f"member {name!r} is not a .npy file of format 1.0")
+        got_shape, fortran, got_dtype = np.lib.format.read_array_header_1_0(f)
+        header_size = f.tell()
+    if got_dtype != dtype or fortran or len(got_shape) != 1 or (shape is not None and tuple(got_shape) != shape):
         raise ValueError(f"member {name!r} is {got_dtype} of shape {got_shape}: expected {dtype} of shape "
                          f"{shape if shape is not None else '(n,)'}")
-    if max_bytes is not None and got_shape[0] * dtype.itemsize > max_bytes:
-        raise ValueError(f"member {name!r} is larger than {max_bytes} bytes")
-    with archive.open(name + ".npy") as f:
-        data = np.lib.format.read_array(f, allow_pickle=False)
-    if data.shape != tuple(got_shape):
-        raise ValueError(f"member {name!r} is truncated")
-    return data
+    if header_size + got_shape[0] * dtype.itemsize != info.file_size:
+        raise ValueError(f"member {name!r} declares {got_shape[0]} values, but its entry holds "
+                         f"{info.file_size - header_size} bytes of data")
+    with archive.open(info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def _rebuild(meta, arrays):
+    """The estimator (or Pipeline) of checked metadata and arrays."""
     cls = _ESTIMATORS[meta["estimator"]]
-    est = cls(**_restore_params(meta["params"], cls))
-    est._validate_params()  # predict reads some of them (n_threads): refuse what fit would refuse
+    est = cls(**{k: tuple(v) if k == "hidden_layer_sizes" and isinstance(v, list) else v
+                 for k, v in meta["params"].items()})
+    est._validate_params()  # the constructor's constraints; predict reads some of them (n_threads)
     for name, value in meta["attributes"].items():
-        if name not in _SCALARS:
-            raise ValueError(f"unknown attribute {name!r} in the metadata")
         setattr(est, name, value)
-    for name in _LISTS:
-        value = meta["lists"].get(name)
+    for name in LISTS:
+        value = meta["lists"][name]
         setattr(est, name, None if value is None else [float(v) for v in value])
     if "feature_names_in_" in meta:
         est.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
-    units = meta["layer_units"]
-    if (cls is MLPClassifier) != ("classes" in meta):
-        raise ValueError("class labels in the metadata of an MLPRegressor, or none in that of an MLPClassifier")
     if "classes" in meta:
         binarizer = LabelBinarizer()
         binarizer.classes_ = _decode_classes(meta["classes"], arrays)
         binarizer.y_type_ = meta["y_type"]
-        n_classes = len(binarizer.classes_)
-        outputs = {"binary": 1, "multiclass": n_classes, "multilabel-indicator": n_classes}
-        if (not isinstance(binarizer.y_type_, str) or outputs.get(binarizer.y_type_) != units[-1]
-                or binarizer.y_type_ == "binary" and n_classes > 2 or binarizer.y_type_ == "multiclass" and n_classes < 3):
-            raise ValueError(f"target type {binarizer.y_type_!r} with {n_classes} classes does not match "
-                             f"{units[-1]} outputs")
         binarizer.sparse_input_ = False
         est._label_binarizer = binarizer
         est.classes_ = binarizer.classes_
-    attributes = meta["attributes"]
-    if (attributes.get("n_features_in_"), attributes.get("n_outputs_"), attributes.get("n_layers_")) != (
-            units[0], units[-1], len(units)):
-        raise ValueError(f"n_features_in_, n_outputs_ and n_layers_ in the metadata do not match layer_units {units}")
-    out_activation = attributes.get("out_activation_")
-    net = Network(meta["layer_units"], meta["activation"], out_activation, meta["dtype"], arrays["params"])
+    net = Network(meta["layer_units"], meta["activation"], meta["attributes"]["out_activation_"], meta["dtype"],
+                  arrays["params"])
     est._set_network(net)
     if "best_params" in arrays:
         est._best_params = arrays["best_params"]
     est._optimizer = _rebuild_optimizer(meta.get("optimizer"), est, net, arrays)
-    if "rng" in meta:
-        kind = meta["rng"].get("bit_generator")
-        if kind not in _BIT_GENERATORS:
-            raise ValueError(f"unknown random bit generator {kind!r} in the metadata: expected one of {_BIT_GENERATORS}")
-        bit_generator = getattr(np.random, kind)()
-        bit_generator.state = meta["rng"]  # numpy takes the lists JSON gives back
-        est._rng = np.random.Generator(bit_generator)
-    if not meta.get("scaler"):
+    bit_generator = getattr(np.random, meta["rng"]["bit_generator"])()
+    bit_generator.state = meta["rng"]  # numpy takes the lists JSON gives back
+    est._rng = np.random.Generator(bit_generator)
+    if "scaler" not in meta:
         return est
-    flags = meta["scaler"] if isinstance(meta["scaler"], dict) else {}
-    if set(flags) - {"with_mean", "with_std"} or not all(isinstance(v, bool) for v in flags.values()):
-        raise ValueError(f"malformed scaler metadata {meta['scaler']!r}")
-    scaler = StandardScaler(**flags)
+    scaler = StandardScaler(**(meta["scaler"] if isinstance(meta["scaler"], dict) else {}))
     scaler.mean_, scaler.scale_ = arrays["scaler_mean"], arrays["scaler_scale"]
     scaler.var_ = scaler.scale_ ** 2
     if not scaler.with_std:
@@ -279,16 +301,6 @@ def _json_params(params):
     return out
 
 
-def _restore_params(params, cls):
-    if not isinstance(params, dict):
-        raise ValueError("model parameters in the metadata must be a mapping")
-    known = cls().get_params()
-    unknown = set(params) - set(known)
-    if unknown:
-        raise ValueError(f"unknown parameters {sorted(unknown)} in the metadata")
-    return {k: tuple(v) if k == "hidden_layer_sizes" and isinstance(v, list) else v for k, v in params.items()}
-
-
 def _json_tree(value):
     """``value`` with numpy scalars and arrays turned into JSON's numbers and lists, recursively."""
     if isinstance(value, dict):
@@ -308,14 +320,13 @@ def _encode_classes(classes, arrays):
     if classes.dtype.kind in "biuf":
         kind = {"b": "bool", "i": "int64", "u": "int64", "f": "float64"}[classes.dtype.kind]
         arrays["classes"] = classes.astype(kind)
-        return {"stored": "array", "dtype": kind, "size": int(classes.size), "original": classes.dtype.str}
+        # native byte order: the loader accepts the classes' dtype only from a short list of native ones
+        original = classes.dtype.newbyteorder("=").str
+        return {"stored": "array", "dtype": kind, "size": int(classes.size), "original": original}
     return {"stored": "json", "values": [str(c) for c in classes], "object": classes.dtype == object}
 
 
 def _decode_classes(info, arrays):
     if info["stored"] == "array":
         return arrays["classes"].astype(np.dtype(info["original"]))
-    values = info["values"]
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise ValueError("class labels in the metadata must be a list of strings")
-    return np.asarray(values, dtype=object if info.get("object") else None)
+    return np.asarray(info["values"], dtype=object if info["object"] else None)

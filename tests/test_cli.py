@@ -172,7 +172,9 @@ def test_main_in_process(capsys, tmp_path):
     assert fastbp.cli.main(["train", "iris", "--epochs", "2", "--quiet", "--save", str(tmp_path / "m.npz")]) == 0
     captured = capsys.readouterr()
     assert re.search(r"^test accuracy: \d\.\d{4}$", captured.out, re.MULTILINE)
-    assert captured.err == ""
+    notice, ready = captured.err.splitlines()  # --quiet: no progress, but never silent about compiling
+    assert re.match(r"(compiling|loading) fastbp's (compiled )?kernels for float32 \(sgd, relu, multiclass\)", notice)
+    assert re.match(r"ready in \d+\.\d s \((cached|compiled \d+ functions)\)$", ready)
     assert load(tmp_path / "m.npz").predict(load_raw("iris")[0]).shape == (150,)
 
 
@@ -199,8 +201,14 @@ IN_PROCESS_ERRORS = {
     ("--lr", "inf"): "--lr must be > 0, got inf",
     ("--momentum", "2"): "--momentum must be in [0, 1], got 2.0",
     ("--alpha", "-0.5"): "--alpha must be >= 0, got -0.5",
-    ("--plot", "/nonexistent-folder/c.png"): "--plot /nonexistent-folder/c.png: there is no folder",
-    ("--save", "/nonexistent-folder/m.npz"): "--save /nonexistent-folder/m.npz: there is no folder",
+    ("--plot", "/nonexistent-folder/c.png"): "--plot /nonexistent-folder/c.png: cannot write "
+                                             "'/nonexistent-folder/c.png': no folder",
+    ("--save", "/nonexistent-folder/m.npz"): "--save /nonexistent-folder/m.npz: cannot write "
+                                             "'/nonexistent-folder/m.npz': no folder",
+    ("--save", ""): "--save '': cannot write to an empty path",
+    ("--save", "/"): "--save /: cannot write '/': it is a directory, not a regular file",
+    ("--plot", "/dev/null"): "--plot /dev/null: cannot write '/dev/null': it is a character device",
+    ("--hidden", "1000000000"): "a 4-1000000000-3 network needs at least",
 }
 
 

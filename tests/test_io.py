@@ -15,7 +15,6 @@ The loader's contract is tested from four sides:
 """
 
 import io as _bytesio
-import json
 import os
 import pickle
 import random
@@ -26,7 +25,6 @@ import sys
 import textwrap
 import time
 import warnings
-import zipfile
 
 import numpy as np
 import pytest
@@ -41,6 +39,8 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 import fastbp.io
 from fastbp import MLPClassifier, MLPRegressor
 from fastbp.io import load, save
+
+from _modelfiles import _members, _meta, _npy, _with_meta, _zip
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
@@ -101,37 +101,6 @@ def _roundtrip(model, tmp_path, name="model.npz"):
     path = tmp_path / name
     save(model, path)
     return load(path)
-
-
-def _npy(array, allow_pickle=False):
-    buf = _bytesio.BytesIO()
-    np.save(buf, array, allow_pickle=allow_pickle)
-    return buf.getvalue()
-
-
-def _members(data: bytes) -> dict:
-    with zipfile.ZipFile(_bytesio.BytesIO(data)) as archive:
-        return {name: archive.read(name) for name in archive.namelist()}
-
-
-def _zip(members: dict) -> bytes:
-    """A zip of ``name -> bytes`` written as np.savez writes it (stored, fresh CRCs)."""
-    buf = _bytesio.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buf.getvalue()
-
-
-def _meta(data: bytes) -> dict:
-    raw = np.load(_bytesio.BytesIO(_members(data)["__meta__.npy"]), allow_pickle=False)
-    return json.loads(raw.tobytes().decode())
-
-
-def _with_meta(data: bytes, meta) -> bytes:
-    members = _members(data)
-    members["__meta__.npy"] = _npy(np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
-    return _zip(members)
 
 
 def _fit_quiet(model, *args, **kwargs):
@@ -372,7 +341,9 @@ def test_load_refuses_metadata_that_would_break_predict(tmp_path, model_bytes, s
     cases = [
         (model_bytes, {**meta, "y_type": None}, "target type None"),
         (model_bytes, {**meta, "y_type": "binary"}, "target type 'binary' with 3 classes does not match 3 outputs"),
-        (model_bytes, {**meta, "y_type": "multilabel-indicator", "layer_units": [4, 8, 3]}, None),  # consistent
+        (model_bytes, {**meta, "y_type": "multilabel-indicator",  # consistent
+                       "attributes": {**meta["attributes"], "out_activation_": "logistic"}}, None),
+        (model_bytes, {**meta, "y_type": "multilabel-indicator"}, "expected 'logistic' for target type"),
         (model_bytes, {**meta, "params": {**meta["params"], "n_threads": [None]}}, "n_threads"),
         (model_bytes, {**meta, "params": {**meta["params"], "activation": "softplus"}}, "activation"),
         (model_bytes, {**meta, "params": {**meta["params"], "hidden_layer_sizes": "eight"}}, "hidden_layer_sizes"),
