@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ._atomic import atomic_write, check_target
+from ._config import ACTIVATIONS
 from .datasets import DATASETS, load_dataset
 from .warmup import CHUNKED_ROWS
 
@@ -42,7 +43,7 @@ def _hidden_sizes(text):
     try:
         sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 128,64, got {text!r}") from None
+        sizes = ()
     if not sizes or min(sizes) <= 0:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 128,64, got {text!r}")
     return sizes
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an MLP on a scikit-learn toy dataset")
     train.add_argument("dataset", nargs="?", default="digits", choices=sorted(DATASETS), metavar="DATASET",
                        help=f"one of {', '.join(sorted(DATASETS))} (default: digits)")
-    train.add_argument("--hidden", type=_hidden_sizes, default=(128,), help="hidden layer sizes, e.g. 128,64 (default 128)")
+    train.add_argument("--hidden", type=_hidden_sizes, default=(128,),
+                       help="hidden layer sizes, e.g. 128,64 (default 128)")
     train.add_argument("--activation", default="relu", choices=["relu", "logistic", "tanh", "identity"])
     train.add_argument("--solver", choices=["sgd", "adam", "lbfgs"],
                        help="default: sgd for classification, adam for regression (raw targets make plain SGD diverge)")
@@ -71,9 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     warm = sub.add_parser("warmup", help="compile every kernel ahead of time (for a container image or a CI step)")
     warm.add_argument("--dtype", nargs="+", choices=["float32", "float64"], default=["float32", "float64"],
                       help="dtypes to compile for (default: both)")
+    warm.add_argument("--activation", nargs="+", choices=list(ACTIVATIONS), default=["relu"],
+                      help="hidden activations to compile for (default: relu, the estimators' default; each more "
+                           "takes as long again)")
     warm.add_argument("--clear", action="store_true", help="delete fastbp's cached compiled code first")
     bench = sub.add_parser("bench", help="run the benchmark suite (see scripts/bench.py)")
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark, e.g. --quick --out DIR")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER,
+                       help="arguments for the benchmark, e.g. --quick --out DIR")
     return parser
 
 
@@ -107,7 +113,7 @@ def train(args, out=None, err=None, progress=None) -> int:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from . import MLPClassifier, MLPRegressor
+    from . import MLPClassifier, MLPRegressor, TrainingDivergedWarning
     from .io import save
     from .network import PREDICT_CHUNK
 
@@ -115,10 +121,11 @@ def train(args, out=None, err=None, progress=None) -> int:
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     progress = Progress(args.epochs) if progress is None else progress
-    for name in ("lr", "momentum", "alpha"):
+    for name, expected, valid in (("lr", "> 0", lambda v: v > 0), ("momentum", "in [0, 1]", lambda v: 0 <= v <= 1),
+                                  ("alpha", ">= 0", lambda v: v >= 0)):
         value = getattr(args, name)
-        if not np.isfinite(value) or value < 0 or (name == "lr" and value == 0) or (name == "momentum" and value > 1):
-            raise ValueError(f"--{name} must be {'> 0' if name == 'lr' else 'in [0, 1]' if name == 'momentum' else '>= 0'}, got {value}")
+        if not (np.isfinite(value) and valid(value)):
+            raise ValueError(f"--{name} must be {expected}, got {value}")
     _check_targets(args)  # before training, not after it: a typo must not cost the whole run
     data = load_dataset(args.dataset, random_state=args.seed, dtype=np.dtype(args.dtype))
     classify = data.task == "classification"
@@ -161,7 +168,11 @@ def train(args, out=None, err=None, progress=None) -> int:
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=Warning)  # the fixed epoch budget makes ConvergenceWarning noise
-            model.fit(X_fit, y_fit)
+            warnings.simplefilter("error", category=TrainingDivergedWarning)  # but a diverged run ends in its line
+            try:
+                model.fit(X_fit, y_fit)
+            except TrainingDivergedWarning as exc:
+                raise FloatingPointError(str(exc)) from None
         return compile_seconds, time.perf_counter() - started
 
     compile_seconds, fit_seconds = run_interruptibly(compile_and_fit, progress, err)
@@ -173,7 +184,8 @@ def train(args, out=None, err=None, progress=None) -> int:
     print(f"test {metric}: {model.score(data.X_test, data.y_test):.4f}", file=out)
     steady = curves["seconds"][1:] or curves["seconds"]
     if steady:
-        print(f"time per epoch: {np.median(steady) * 1e3:.2f} ms (median of {len(steady)} epochs after the first)", file=out)
+        print(f"time per epoch: {np.median(steady) * 1e3:.2f} ms (median of {len(steady)} epochs after the first)",
+              file=out)
     print(f"total fit: {fit_seconds:.2f} s; compile / cache load before it: {compile_seconds:.2f} s", file=out)
     # Each file is written whole or not begun: Ctrl-C while writing one is answered once it is written.
     if args.save:
@@ -321,8 +333,9 @@ def warmup_command(args, out=None, progress=None) -> int:
     if args.clear:
         print(f"deleted {len(clear())} cached files of fastbp's compiled code", file=out)
     progress.phase = "compiling"
-    seconds = run_interruptibly(lambda: warmup(dtypes=tuple(args.dtype)), progress, sys.stderr)
-    print(f"fastbp's kernels for {', '.join(args.dtype)} ready in {seconds:.1f} s "
+    seconds = run_interruptibly(lambda: warmup(dtypes=tuple(args.dtype), activations=tuple(args.activation)),
+                                progress, sys.stderr)
+    print(f"fastbp's kernels for {', '.join(args.dtype)} and {', '.join(args.activation)} ready in {seconds:.1f} s "
           f"({compiled_count()} functions compiled, the rest loaded from the cache)", file=out)
     return 0
 

@@ -40,7 +40,9 @@ def configure_worker(n_threads: int = 1, warm: bool = True) -> float:
         return 0.0
     from .warmup import warmup
 
-    return warmup()
+    # The estimators' defaults on float64 data; other kinds of network compile on first use, once per
+    # worker (or load from the cache a previous worker wrote).  Every kind: `fastbp warmup` in the image.
+    return warmup(dtypes=("float64",), tasks=("multiclass",), activations=("relu",))
 
 
 try:

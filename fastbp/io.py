@@ -284,7 +284,8 @@ def _rebuild_optimizer(opt_meta, est, net, arrays):
 def _split_pipeline(model):
     if isinstance(model, Pipeline):
         steps = [step for _, step in model.steps]
-        if len(steps) != 2 or not isinstance(steps[0], StandardScaler) or not isinstance(steps[1], tuple(_ESTIMATORS.values())):
+        estimators = tuple(_ESTIMATORS.values())
+        if len(steps) != 2 or not isinstance(steps[0], StandardScaler) or not isinstance(steps[1], estimators):
             raise TypeError("save takes a fastbp estimator or a Pipeline of (StandardScaler, fastbp estimator)")
         return steps
     if not isinstance(model, tuple(_ESTIMATORS.values())):

@@ -2,7 +2,8 @@
 
 import sys
 
-from fastbp.cli import main
+from fastbp.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.argv[1:1] = ["train"]
+    run()

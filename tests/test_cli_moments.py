@@ -155,7 +155,7 @@ def test_warmup_command():
     result = subprocess.run([sys.executable, "-m", "fastbp", "warmup", "--dtype", "float32"], cwd=REPO, env=ENV,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("fastbp's kernels for float32 ready in "), result.stdout
+    assert result.stdout.startswith("fastbp's kernels for float32 and relu ready in "), result.stdout
     assert "functions compiled" in result.stdout
 
 
@@ -165,12 +165,13 @@ def test_warmup_command_clear(monkeypatch, capsys):
 
     calls = []
     monkeypatch.setattr(fastbp._cache, "clear", lambda: calls.append("clear") or ["a.nbi", "a.1.nbc"])
-    monkeypatch.setattr(fastbp.warmup, "warmup", lambda dtypes: calls.append(dtypes) or 1.25)
+    monkeypatch.setattr(fastbp.warmup, "warmup",
+                        lambda dtypes, activations: calls.append((dtypes, activations)) or 1.25)
     assert fastbp.cli.main(["warmup", "--clear"]) == 0
-    assert calls == ["clear", ("float32", "float64")]
+    assert calls == ["clear", (("float32", "float64"), ("relu",))]
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "deleted 2 cached files of fastbp's compiled code"
-    assert out[1].startswith("fastbp's kernels for float32, float64 ready in 1.2 s")
+    assert out[1].startswith("fastbp's kernels for float32, float64 and relu ready in 1.2 s")
 
 
 def test_warmup_compiles_only_what_it_is_asked(monkeypatch):

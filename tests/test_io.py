@@ -28,6 +28,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _modelfiles import _members, _meta, _npy, _with_meta, _zip
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.datasets import load_iris, make_classification
@@ -39,8 +40,6 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 import fastbp.io
 from fastbp import MLPClassifier, MLPRegressor
 from fastbp.io import load, save
-
-from _modelfiles import _members, _meta, _npy, _with_meta, _zip
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
@@ -744,9 +743,8 @@ def _flip_header(bases, drawn):
 
 
 def test_fuzz_npy_header_flips(fuzz_bases):
-    _fuzz("header flips", st.tuples(_base, st.integers(0, 16),
-                                    st.lists(st.tuples(st.integers(0, 200), st.integers(1, 255)), min_size=1, max_size=4)),
-          _flip_header, 250)(*fuzz_bases)
+    flips = st.lists(st.tuples(st.integers(0, 200), st.integers(1, 255)), min_size=1, max_size=4)
+    _fuzz("header flips", st.tuples(_base, st.integers(0, 16), flips), _flip_header, 250)(*fuzz_bases)
 
 
 _PICKLABLE = st.recursive(st.none() | st.integers() | st.text(max_size=5) | st.floats(allow_nan=False),

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _modelfiles import _members, _meta, _npy, _with_meta, _zip
 from sklearn.datasets import load_iris
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -35,8 +36,6 @@ from sklearn.preprocessing import StandardScaler
 import fastbp.io
 from fastbp import MLPClassifier, MLPRegressor
 from fastbp.io import load, save
-
-from _modelfiles import _members, _meta, _npy, _with_meta, _zip
 
 REPO = Path(__file__).resolve().parents[1]
 X_IRIS, Y_IRIS = load_iris(return_X_y=True)
