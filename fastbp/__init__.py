@@ -1,19 +1,29 @@
-"""fastbp: fast backpropagation for multi-layer perceptrons on the CPU."""
+"""fastbp: fast backpropagation for multi-layer perceptrons on the CPU.
 
-from ._base import TrainingDivergedWarning
-from .estimator import MLPClassifier, MLPRegressor
-from .network import gradients
-from .trainer import EpochInfo, TrainingDivergedError
+The names below are imported on first use (PEP 562), so ``import fastbp`` is
+cheap and the command line can answer Ctrl-C while numpy, scikit-learn and
+Numba are still loading (see :mod:`fastbp._entry`).
+"""
 
 __version__ = "0.1.0"
-__all__ = ["MLPClassifier", "MLPRegressor", "gradients", "EpochInfo", "TrainingDivergedError",
-           "TrainingDivergedWarning", "save", "load", "__version__"]
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "MLPClassifier": "estimator", "MLPRegressor": "estimator", "gradients": "network", "EpochInfo": "trainer",
+    "TrainingDivergedError": "trainer", "TrainingDivergedWarning": "_base", "save": "io", "load": "io",
+}
+__all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name):
-    # fastbp.save / fastbp.load without importing fastbp.io (and its zip and JSON code) on `import fastbp`.
-    if name in ("save", "load"):
-        from . import io
+    if name in _EXPORTS:
+        from importlib import import_module
 
-        return getattr(io, name)
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # once: later lookups do not come here
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_EXPORTS})

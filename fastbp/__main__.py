@@ -1,5 +1,5 @@
 """``python -m fastbp ...``: the same as the ``fastbp`` command."""
 
-from .cli import run
+from ._entry import main
 
-run()
+main()

@@ -2,8 +2,8 @@
 
 import sys
 
-from fastbp.cli import run
+from fastbp._entry import main
 
 if __name__ == "__main__":
     sys.argv[1:1] = ["train"]
-    run()
+    main()

@@ -57,6 +57,19 @@ def _assert_one_line_interrupt(status, lines, seconds, message):
     assert seconds < 5, seconds  # stops within a second; the margin is for a loaded machine
 
 
+def test_ctrl_c_while_numpy_sklearn_and_numba_load(tmp_path):
+    """The first second goes on imports: a Ctrl-C then is answered with one line too, not an import's traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "fastbp", "train", "iris", "--save", str(tmp_path / "m.npz")],
+                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.15)  # the interpreter is up, fastbp.cli's imports are not done
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    _assert_one_line_interrupt(proc.returncode, err.splitlines(), time.perf_counter() - sent,
+                               "fastbp: interrupted while starting; nothing done")
+    assert not (tmp_path / "m.npz").exists()
+
+
 def test_ctrl_c_while_compiling(tmp_path):
     """An empty cache folder makes the run compile for seconds: Ctrl-C stops it at once."""
     env = {**ENV, "NUMBA_CACHE_DIR": str(tmp_path / "empty-cache")}
