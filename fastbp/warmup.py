@@ -43,13 +43,14 @@ def _estimator(task, X, **params):
     return MLPRegressor(loss="poisson" if task == "poisson" else "squared_error", **params), (rows % 3).astype(X.dtype)
 
 
-def warmup(dtypes=DTYPES, solvers=SOLVERS, tasks=TASKS, chunked=True, activations=ACTIVATIONS) -> float:
+def warmup(dtypes=DTYPES, solvers=SOLVERS, tasks=TASKS, chunked=True, activations=("relu",)) -> float:
     """Tiny fits (and predicts) through the public estimators for every combination asked; the seconds spent.
 
     ``tasks`` name the output activations (multiclass: softmax, binary and
     multilabel: logistic, regression: identity, poisson: exp) and ``activations``
-    the hidden ones; ``chunked`` adds, for each combination, a fit whose batches
-    run in row chunks on Numba's threads (and starts their pool).
+    the hidden ones (by default relu, the estimators' default: each more costs as
+    much again); ``chunked`` adds, for each combination, a fit whose batches run
+    in row chunks on Numba's threads (and starts their pool).
     """
     dtypes, solvers = _names(dtypes, DTYPES, "dtypes"), _names(solvers, SOLVERS, "solvers")
     tasks, activations = _names(tasks, TASKS, "tasks"), _names(activations, ACTIVATIONS, "activations")
