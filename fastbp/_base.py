@@ -75,7 +75,7 @@ class _BaseMLP(BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {np.inf})],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "callbacks": [list, tuple, callable, None],
-        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "n_threads": [Interval(Integral, 1, 1 << 16, closed="both"), None],  # threadpoolctl takes a C int
     }
 
     # ------------------------------------------------------------------ fit

@@ -264,6 +264,7 @@ BAD_PARAMS = {
     "lr-nan": (dict(learning_rate_init=np.nan), "learning_rate_init"),
     "batch-size-0": (dict(batch_size=0), "batch_size"),
     "batch-size-negative": (dict(batch_size=-4), "batch_size"),
+    "n-threads-huge": (dict(n_threads=2 ** 70), "n_threads"),  # threadpoolctl would overflow a C int
     "activation": (dict(activation="softplus"), "activation"),
     "solver": (dict(solver="rmsprop"), "solver"),
     "momentum": (dict(momentum=1.5), "momentum"),
