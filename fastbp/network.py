@@ -15,6 +15,7 @@ from .kernels import LOSS
 from .step import Batch, Layout, Penalty, Workspace, kernels_for, objective
 
 PREDICT_CHUNK = 2048  # rows per forward chunk in predict: bounds memory at chunk * sum(widths)
+PREDICT_BYTES = 64 << 20  # and fewer rows for wide networks: predict's scratch memory stays below this
 
 # Row chunks of a training batch (see fastbp._threads): at least CHUNK_ROWS rows
 # each, since smaller products gain nothing from the split (measured: batch 128
@@ -98,10 +99,11 @@ class Network:
             self._workspaces[rows] = ws
         return ws
 
-    def _new_workspace(self, rows, chunks, grad_size) -> Workspace:
+    def _new_workspace(self, rows, chunks, grad_size, backward=True) -> Workspace:
         acts, act_off = self._activation_buffer(-(-rows // chunks))
         acts = np.empty((chunks, acts.size), self.dtype)
-        return Workspace(acts, np.empty_like(acts), act_off, np.empty((chunks, grad_size), self.dtype),
+        deltas = np.empty_like(acts) if backward else acts  # a forward pass never touches the deltas
+        return Workspace(acts, deltas, act_off, np.empty((chunks, grad_size), self.dtype),
                          np.empty(chunks), np.empty(chunks), np.empty(chunks, np.bool_), np.empty(chunks))
 
     def _activation_buffer(self, rows):
@@ -115,8 +117,10 @@ class Network:
         out = np.empty((X.shape[0], self.layer_units[-1]), self.dtype)
         # Fresh buffers per call, not the cached workspace: predict releases the
         # GIL, and two threads predicting with one model must not share scratch memory.
-        ws = self._new_workspace(min(X.shape[0], PREDICT_CHUNK), 1, 0)
-        finite = self.kernels.predict(self.params, self.layout, X, out, ws, PREDICT_CHUNK)
+        row_bytes = self.dtype.itemsize * int(self.sizes[1:].sum())
+        rows = max(1, min(X.shape[0], PREDICT_CHUNK, PREDICT_BYTES // row_bytes))
+        ws = self._new_workspace(rows, 1, 0, backward=False)
+        finite = self.kernels.predict(self.params, self.layout, X, out, ws, rows)
         if not finite:
             raise ValueError("the network output is not finite: X holds NaN or infinity, or the weights "
                              "overflow on it; expected finite inputs and weights")

@@ -469,3 +469,23 @@ def test_epoch_with_out_of_range_order_is_refused_before_training(bad):
     with pytest.raises(ValueError, match="row indices"):
         trainer.epoch(X, Y_onehot, np.ones(len(X)), np.array(bad, dtype=np.int64))
     assert np.array_equal(net.params, before)
+
+
+def test_predict_of_a_wide_network_keeps_its_scratch_memory_bounded(monkeypatch):
+    """A wide (legal) model predicts in fewer rows per chunk: scratch memory stays below PREDICT_BYTES, same output."""
+    import tracemalloc
+
+    import fastbp.network as network_module
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 5)).astype(np.float32)
+    model = MLPClassifier((3000,), max_iter=1, random_state=0).fit(X[:50], np.arange(50) % 3)
+    expected = model.predict_proba(X)
+    monkeypatch.setattr(network_module, "PREDICT_BYTES", 1 << 16)  # 5 rows of 3000 + 3 float32 outputs a chunk
+    model.predict_proba(X[:5])  # compiled for this shape of call before measuring
+    tracemalloc.start()
+    got = model.predict_proba(X)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)  # BLAS may round other row counts apart
+    assert peak < 2 * expected.nbytes + (1 << 17), peak  # the outputs (and predict_proba's copy), one chunk's buffer
