@@ -12,12 +12,13 @@ import math
 import numpy as np
 
 from ._config import ACTIVATIONS
+from ._fitted import FIELDS
 
 FORMAT = "fastbp-model"
 VERSION = 1
 MAX_PARAMS = 1 << 31
 ESTIMATORS = ("MLPClassifier", "MLPRegressor")
-LISTS = ("loss_curve_", "validation_scores_", "validation_loss_curve_")
+LISTS = tuple(name for name, kind in FIELDS.items() if kind == "floats")  # the curves
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 OPTIMIZERS = {"SGDOptimizer": ("velocity",), "AdamOptimizer": ("m1", "m2")}
 Y_TYPES = ("binary", "multiclass", "multilabel-indicator")

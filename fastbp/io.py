@@ -31,6 +31,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelBinarizer, StandardScaler
 
 from ._atomic import atomic_write
+from ._fitted import FIELDS
 from ._schema import FORMAT, LISTS, VERSION, check_metadata
 from .estimator import MLPClassifier, MLPRegressor
 from .network import Network
@@ -39,8 +40,8 @@ from .optim import AdamOptimizer, SGDOptimizer
 _META = "__meta__"
 _ESTIMATORS = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}
 _PARAM_NAMES = {name: tuple(cls().get_params()) for name, cls in _ESTIMATORS.items()}
-_SCALARS = ("n_iter_", "t_", "loss_", "best_loss_", "best_validation_score_", "_no_improvement_count",
-            "n_features_in_", "n_outputs_", "n_layers_", "out_activation_")
+# The fitted state's scalars, as fastbp._fitted lists them (the schema checks each one's type and range).
+_SCALARS = tuple(name for name, kind in FIELDS.items() if kind in ("int", "float", "str"))
 # The default bound on what a load may allocate is this plus 4x the file's size (issue 13).
 _BASE_BUDGET = 64 << 20
 # A loaded array exists up to three times at once: read, its finiteness mask, and the optimizer's own
