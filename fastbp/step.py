@@ -3,8 +3,8 @@
 Data crosses into nopython as a few named bundles (namedtuples, whose fields
 Numba passes as plain arguments):
 
-* :class:`Layout`: the layer sizes, where each layer's coefficients and
-  intercepts start in the flat parameter vector, and the activation codes;
+* :class:`Layout`: the layer sizes and where each layer's coefficients and
+  intercepts start in the flat parameter vector;
 * :class:`Workspace`: per row chunk, every layer's activations and deltas, the
   raw gradient and the chunk's loss, weight and finiteness;
 * :class:`Rows`: the training set (dense, or the arrays of a CSR matrix) with its
@@ -22,8 +22,8 @@ The raw gradient is ``X.T @ delta`` and ``sum_rows delta`` with ``delta =
 (output - target) * sample_weight``.  The loss is defined once,
 :func:`objective`; its gradient's scaling by ``1 / sum(sample_weight)`` and its
 L2 term ``alpha * W`` are applied once, fused into the optimizer update (one
-pass over the parameters instead of two), or by :func:`_scale_gradient` for
-full-batch gradients.
+pass over the parameters instead of two), or, for full-batch gradients, as
+:func:`_loss_gradient` sums the chunks.
 
 A batch is processed in row chunks: each chunk has its own activation and
 gradient blocks, so the chunks may run on several threads; their losses and
@@ -35,9 +35,10 @@ Compile time follows the shape of this code: each jitted callee is compiled on
 its own, then linked into its caller and optimised and code-generated again, so
 the call tree is kept shallow (entry point, chunk pass, layer kernels) and small
 helpers take arrays, not whole bundles.  The entry points are compiled per
-network kind (:func:`kernels_for`): a copy whose chunk pass calls only that
-network's activation and loss kernels, serially (``prange`` is ``range``) and,
-only when a fit first runs chunks on threads, with ``parallel=True``.
+kind of network (:func:`kernels_for`, :func:`epoch_for`): a copy whose chunk pass
+calls only that network's activation and loss kernels and whose epoch calls only
+its optimizer's step, serially (``prange`` is ``range``) and, only when a fit
+first runs chunks on threads, with ``parallel=True``.
 """
 
 import functools
