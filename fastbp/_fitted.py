@@ -296,7 +296,7 @@ def _restore_optimizer(meta, arrays, net, make_optimizer):
 
 
 def _export_rng(rng, arrays):
-    return _json_tree(rng.bit_generator.state)  # names its bit generator: PCG64, MT19937, ...
+    return json_tree(rng.bit_generator.state)  # names its bit generator: PCG64, MT19937, ...
 
 
 def _restore_rng(meta):
@@ -334,12 +334,12 @@ def _restore_labels(meta, arrays):
     return binarizer
 
 
-def _json_tree(value):
+def json_tree(value):
     """``value`` with numpy scalars and arrays turned into JSON's numbers and lists, recursively."""
     if isinstance(value, dict):
-        return {k: _json_tree(v) for k, v in value.items()}
+        return {k: json_tree(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_tree(v) for v in value]
+        return [json_tree(v) for v in value]
     return value.item() if isinstance(value, np.generic) else value
 
 

@@ -31,7 +31,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelBinarizer, StandardScaler
 
 from ._atomic import atomic_write
-from ._fitted import FIELDS
+from ._fitted import FIELDS, json_tree
 from ._schema import FORMAT, LISTS, VERSION, check_metadata
 from .estimator import MLPClassifier, MLPRegressor
 from .network import Network
@@ -75,7 +75,7 @@ def save(model, path) -> None:
     arrays = {"params": net.params}
     for name in _SCALARS:
         if hasattr(est, name):
-            meta["attributes"][name] = _json_scalar(getattr(est, name))
+            meta["attributes"][name] = json_tree(getattr(est, name))
     for name in LISTS:
         value = getattr(est, name, None)
         meta["lists"][name] = None if value is None else [float(v) for v in value]
@@ -92,7 +92,7 @@ def save(model, path) -> None:
         meta["optimizer"] = {"kind": type(opt).__name__, "learning_rate": opt.learning_rate, "t": opt.t}
         arrays.update({f"opt_{k}": v for k, v in opt.arrays().items()})
     if hasattr(est, "_rng"):
-        meta["rng"] = _json_tree(est._rng.bit_generator.state)  # names its bit generator: PCG64, MT19937, ...
+        meta["rng"] = json_tree(est._rng.bit_generator.state)  # names its bit generator: PCG64, MT19937, ...
     if scaler is not None:
         if not hasattr(scaler, "n_features_in_"):
             raise ValueError("the Pipeline's StandardScaler is not fitted: fit the pipeline before save")
@@ -299,23 +299,8 @@ def _json_params(params):
     for key, value in params.items():
         if key in ("callbacks",) or isinstance(value, (np.random.RandomState, np.random.Generator)):
             continue  # code and live generators are not data; their state is saved separately
-        out[key] = _json_tree(value)
+        out[key] = json_tree(value)
     return out
-
-
-def _json_tree(value):
-    """``value`` with numpy scalars and arrays turned into JSON's numbers and lists, recursively."""
-    if isinstance(value, dict):
-        return {k: _json_tree(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_tree(v) for v in value]
-    return _json_scalar(value)
-
-
-def _json_scalar(value):
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    return value
 
 
 def _encode_classes(classes, arrays):
