@@ -57,14 +57,15 @@ def _exp_nonpositive(x):
     r = (x - n * np.float32(0.693145751953125)) - n * np.float32(1.428606765330187e-06)
     p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (np.float32(1.0 / 6.0) + r * (
         np.float32(1.0 / 24.0) + r * (np.float32(1.0 / 120.0) + r * np.float32(1.0 / 720.0))))))
-    k = int(n) + 126
-    return p * _POW2_NONPOSITIVE[min(max(k, 0), 126)]
+    k = np.int64(n) + 126
+    k = k if k > 0 else 0  # comparisons, not min/max: each of those is a compiled function of its own
+    return p * _POW2_NONPOSITIVE[k if k < 126 else 126]
 
 
 # One kernel per activation, with the finiteness check riding along in the same
-# pass: ``abs(v) <= max_float`` is False exactly for NaN and infinities, an
-# ordered comparison that fastmath (which here keeps NaN and infinity semantics)
-# cannot fold away and that vectorizes as a count.  It is taken before the
+# pass: ``abs(v) < inf`` is False exactly for NaN and infinities, an ordered
+# comparison that fastmath (which here keeps NaN and infinity semantics) cannot
+# fold away and that vectorizes as a count.  It is taken before the
 # activation because ReLU would turn a NaN into 0.  Each returns whether every
 # pre-activation ``Z + b`` was finite.  Separate kernels, not one with a branch
 # per activation: the whole-network code compiles only the ones a network uses.
@@ -75,28 +76,38 @@ _activate = _derivative = None  # the scalar function of each compiled copy belo
 
 def _pointwise_forward(Z, b):
     """``Z = act(Z + b)`` in place, elementwise."""
-    zero, one = Z.dtype.type(0), Z.dtype.type(1)
-    big = np.finfo(Z.dtype).max
+    zero, one, inf = Z.dtype.type(0), Z.dtype.type(1), Z.dtype.type(np.inf)
     bad = 0
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
             v = Z[i, j] + b[j]
-            bad += 0 if abs(v) <= big else 1
+            bad += 0 if abs(v) < inf else 1
             Z[i, j] = _activate(v, zero, one)
     return bad == 0
 
 
-def _pointwise_backward(Z, dZ):
-    """``dZ *= act'(Z)`` in place, the derivative taken from the output ``Z``."""
+def _pointwise_backward(Z, dZ, db):
+    """``dZ *= act'(Z)`` in place, the derivative taken from the output ``Z``; ``db`` = the result's column sums.
+
+    Those sums are the bias gradient of the layer whose delta ``dZ`` becomes, taken in the same pass.
+    """
     zero, one = Z.dtype.type(0), Z.dtype.type(1)
+    db[:] = zero
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
-            dZ[i, j] = _derivative(Z[i, j], dZ[i, j], zero, one)
+            d = _derivative(Z[i, j], dZ[i, j], zero, one)
+            dZ[i, j] = d
+            db[j] += d
 
 
 @jit_inline
 def _identity(v, zero, one):
     return v
+
+
+@jit_inline
+def _identity_derivative(z, d, zero, one):
+    return d
 
 
 @jit_inline
@@ -138,13 +149,13 @@ _tanh_forward = jit(specialize(_pointwise_forward, "_tanh", _activate=_tanh))
 @jit
 def _exp_forward(Z, b):
     """``Z = exp(Z + b)`` in place; an overflow of exp counts as not finite too."""
-    big = np.finfo(Z.dtype).max
+    inf = Z.dtype.type(np.inf)
     bad = 0
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
             v = Z[i, j] + b[j]
             e = np.exp(v)
-            bad += 0 if abs(v) <= big and e <= big else 1
+            bad += 0 if abs(v) < inf and e < inf else 1
             Z[i, j] = e
     return bad == 0
 
@@ -158,16 +169,15 @@ def _softmax_forward(Z, b):
     vectorizes: measured 2x slower), then normalise each row.
     """
     n, m = Z.shape
-    one = Z.dtype.type(1)
-    big = np.finfo(Z.dtype).max
+    one, inf = Z.dtype.type(1), Z.dtype.type(np.inf)
     bad = 0
     for i in range(n):
         top = Z[i, 0] + b[0]
         for j in range(m):
             v = Z[i, j] + b[j]
-            bad += 0 if abs(v) <= big else 1
+            bad += 0 if abs(v) < inf else 1
             Z[i, j] = v
-            top = max(top, v)
+            top = v if v > top else top
         for j in range(m):
             Z[i, j] -= top
     flat = Z.reshape(Z.size)
@@ -213,11 +223,7 @@ def _affine_forward(X, W, b, code, out):
     return _bias_activation(out, b, code)
 
 
-@jit
-def _identity_backward(Z, dZ):
-    """The identity's derivative is 1: ``dZ`` stays."""
-
-
+_identity_backward = jit(specialize(_pointwise_backward, "_identity", _derivative=_identity_derivative))
 _relu_backward = jit(specialize(_pointwise_backward, "_relu", _derivative=_relu_derivative))
 _logistic_backward = jit(specialize(_pointwise_backward, "_logistic", _derivative=_logistic_derivative))
 _tanh_backward = jit(specialize(_pointwise_backward, "_tanh", _derivative=_tanh_derivative))
@@ -230,12 +236,13 @@ BACKWARD = (_identity_backward, _relu_backward, _logistic_backward, _tanh_backwa
 @jit
 def _activation_backward(Z, dZ, code):
     """``dZ *= act'(Z)`` in place, the derivative taken from the output ``Z``."""
+    db = np.empty(Z.shape[1], Z.dtype)  # the column sums the kernels also take, unused here
     if code == RELU:
-        _relu_backward(Z, dZ)
+        _relu_backward(Z, dZ, db)
     elif code == LOGISTIC:
-        _logistic_backward(Z, dZ)
+        _logistic_backward(Z, dZ, db)
     elif code == TANH:
-        _tanh_backward(Z, dZ)
+        _tanh_backward(Z, dZ, db)
     return dZ
 
 
@@ -243,10 +250,10 @@ def _activation_backward(Z, dZ, code):
 def _all_finite(a):
     """Whether no element of ``a`` is NaN or infinite (the test of ``_bias_activation``)."""
     flat = a.reshape(a.size)
-    big = np.finfo(a.dtype).max
+    inf = a.dtype.type(np.inf)
     bad = 0
     for k in range(flat.size):
-        bad += 0 if abs(flat[k]) <= big else 1
+        bad += 0 if abs(flat[k]) < inf else 1
     return bad == 0
 
 
@@ -277,9 +284,22 @@ def _affine_backward(X, W, dY, dX, dW, db, need_dx):
 _unit_loss = None  # the scalar loss of each compiled copy below
 
 
+@jit_inline
+def _eps(out):
+    """The machine epsilon of ``out``'s dtype, as a float (a literal: ``np.finfo`` compiles a function of its own)."""
+    return 1.1920928955078125e-07 if out.itemsize == 4 else 2.220446049250313e-16
+
+
+@jit_inline
+def _clip(p, eps):
+    """``p`` clipped to ``[eps, 1 - eps]``."""
+    p = p if p > eps else eps
+    return p if p < 1.0 - eps else 1.0 - eps
+
+
 def _pointwise_loss(out, Y, sw):
     """``sum_i sw[i] * sum_j loss(out[i, j], Y[i, j])``, in float64."""
-    eps = np.finfo(out.dtype).eps
+    eps = _eps(out)
     total = 0.0
     for i in range(out.shape[0]):
         row = 0.0
@@ -292,13 +312,13 @@ def _pointwise_loss(out, Y, sw):
 @jit_inline
 def _log_unit(p, y, eps):
     """softmax: the log loss."""
-    return -y * np.log(min(max(p, eps), 1.0 - eps)) if y != 0.0 else 0.0
+    return -y * np.log(_clip(p, eps)) if y != 0.0 else 0.0
 
 
 @jit_inline
 def _binary_log_unit(p, y, eps):
     """logistic: the binary log loss of each output."""
-    p = min(max(p, eps), 1.0 - eps)
+    p = _clip(p, eps)
     return (-y * np.log(p) if y != 0.0 else 0.0) + (-(1.0 - y) * np.log(1.0 - p) if y != 1.0 else 0.0)
 
 
@@ -314,14 +334,45 @@ def _poisson_unit(p, y, eps):
     return p - y + (y * np.log(y / p) if y != 0.0 else 0.0)
 
 
-_log_loss = jit(specialize(_pointwise_loss, "_log", _unit_loss=_log_unit))
-_binary_log_loss = jit(specialize(_pointwise_loss, "_binary_log", _unit_loss=_binary_log_unit))
-_squared_loss = jit(specialize(_pointwise_loss, "_squared", _unit_loss=_squared_unit))
-_poisson_loss = jit(specialize(_pointwise_loss, "_poisson", _unit_loss=_poisson_unit))
+# The scalar loss paired with each output activation code (None: not an output activation).
+_UNIT_LOSS = (_squared_unit, None, _binary_log_unit, None, _log_unit, _poisson_unit)
 
 
-# The loss kernel of each output activation code (None: not an output activation).
-LOSS = (_squared_loss, None, _binary_log_loss, None, _log_loss, _poisson_loss)
+def _per_output(template):
+    """``template`` compiled with each output activation's scalar loss: a tuple indexed by activation code."""
+    return tuple(None if unit is None else jit(specialize(template, "_" + ALL_ACTIVATIONS[code], _unit_loss=unit))
+                 for code, unit in enumerate(_UNIT_LOSS))
+
+
+LOSS = _per_output(_pointwise_loss)  # the loss kernel of each output activation code
+_squared_loss, _, _binary_log_loss, _, _log_loss, _poisson_loss = LOSS
+
+
+def _pointwise_output(out, Y, sw, delta, db):
+    """Where backward starts, in one pass: ``(loss sum, weight sum)``, ``delta = (out - Y) * sw[:, None]``, ``db``.
+
+    The loss is :func:`_pointwise_loss`'s; ``delta`` is the gradient of the summed loss at the
+    output's pre-activation (:func:`_output_delta`) and ``db`` its column sums, the output
+    layer's bias gradient.
+    """
+    eps = _eps(out)
+    total = 0.0
+    weight = 0.0
+    db[:] = 0
+    for i in range(out.shape[0]):
+        w = sw[i]
+        row = 0.0
+        for j in range(out.shape[1]):
+            row += _unit_loss(float(out[i, j]), float(Y[i, j]), eps)
+            d = (out[i, j] - Y[i, j]) * w
+            delta[i, j] = d
+            db[j] += d
+        total += w * row
+        weight += w
+    return total, weight
+
+
+OUTPUT = _per_output(_pointwise_output)  # the start of backward for each output activation code
 
 
 @jit

@@ -47,6 +47,7 @@ from collections import namedtuple
 import numpy as np
 from numba import prange
 
+from ._blas import gemm
 from ._config import (
     ADAM,
     ALL_ACTIVATIONS,
@@ -58,7 +59,7 @@ from ._config import (
     jit_parallel,
     specialize,
 )
-from .kernels import BACKWARD, FORWARD, LOSS, _all_finite, _column_sums, _output_delta
+from .kernels import BACKWARD, FORWARD, OUTPUT, _all_finite
 
 Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
 Workspace = namedtuple("Workspace", "acts deltas act_off grads chunk_loss chunk_weight chunk_finite seg_norm")
@@ -90,7 +91,7 @@ def _block(buf, offset, rows, cols):
 
 # The activation and loss kernels of a network, set in each compiled copy of
 # _chunk_pass (see kernels_for), and that copy, set in each copy of an entry point.
-_hidden_forward = _out_forward = _hidden_backward = _out_loss = _chunk_pass = None
+_hidden_forward = _out_forward = _hidden_backward = _out_start = _chunk_pass = None
 
 
 def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
@@ -118,31 +119,26 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
     finite = True
     for i in range(last + 1):
         Z = _block(acts, act_off[i], m, sizes[i + 1])
-        np.dot(A, _block(params, coef_off[i], sizes[i], sizes[i + 1]), Z)
+        gemm(A, _block(params, coef_off[i], sizes[i], sizes[i + 1]), Z, 0, 0)
         b = params[icpt_off[i]:icpt_off[i] + sizes[i + 1]]
         finite = (_out_forward(Z, b) if i == last else _hidden_forward(Z, b)) and finite
         A = Z
     ws.chunk_finite[c] = finite
     if not backward:
         return
-    Y0 = _block(batch.y, lo * n_out, m, n_out)
-    sw0 = batch.sw[lo:hi]
-    _output_delta(A, Y0, sw0, _block(deltas, act_off[last], m, n_out))
-    ws.chunk_loss[c] = _out_loss(A, Y0, sw0)
-    weight = 0.0
-    for r in range(m):
-        weight += sw0[r]
-    ws.chunk_weight[c] = weight
     grad = ws.grads[c]
+    # Each delta's producer also writes its column sums, its layer's intercept gradient.
+    ws.chunk_loss[c], ws.chunk_weight[c] = _out_start(A, _block(batch.y, lo * n_out, m, n_out), batch.sw[lo:hi],
+                                                      _block(deltas, act_off[last], m, n_out),
+                                                      grad[icpt_off[last]:icpt_off[last] + n_out])
     for i in range(last, -1, -1):
         D = _block(deltas, act_off[i], m, sizes[i + 1])
         A_prev = X0 if i == 0 else _block(acts, act_off[i - 1], m, sizes[i])
-        np.dot(A_prev.T, D, _block(grad, coef_off[i], sizes[i], sizes[i + 1]))
-        _column_sums(D, grad[icpt_off[i]:icpt_off[i] + sizes[i + 1]])
+        gemm(A_prev, D, _block(grad, coef_off[i], sizes[i], sizes[i + 1]), 1, 0)
         if i > 0:
             D_prev = _block(deltas, act_off[i - 1], m, sizes[i])
-            np.dot(D, _block(params, coef_off[i], sizes[i], sizes[i + 1]).T, D_prev)
-            _hidden_backward(A_prev, D_prev)
+            gemm(D, _block(params, coef_off[i], sizes[i], sizes[i + 1]), D_prev, 0, 1)
+            _hidden_backward(A_prev, D_prev, grad[icpt_off[i - 1]:icpt_off[i - 1] + sizes[i]])
 
 
 @jit_inner
@@ -282,8 +278,8 @@ def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, back
     backward = n_rows > 0  # True, but not a compile-time literal: one compiled chunk pass serves every caller
     total = 0.0
     for start in range(0, n_rows, batch_size):
-        nb = min(batch_size, n_rows - start)
-        k = min(ws.acts.shape[0], nb)
+        nb = batch_size if batch_size < n_rows - start else n_rows - start  # not min(): a compiled function
+        k = ws.acts.shape[0] if ws.acts.shape[0] < nb else nb
         for c in prange(k):  # prange counts in uint64: pass int64, the serial loop's type, for one compiled callee
             chunk = np.int64(c)
             _gather(rows, order, start, nb * chunk // k, nb * (chunk + 1) // k, batch, layout.sizes[0])
@@ -311,7 +307,7 @@ def _loss_gradient(batch, layout, ws, params, penalty):
     For ``gradients`` and L-BFGS: the chunks read the rows in place.
     """
     n = batch.sw.size
-    k = min(ws.acts.shape[0], n)
+    k = ws.acts.shape[0] if ws.acts.shape[0] < n else n
     backward = n > 0  # True, not as a literal (see _train_epoch)
     for c in prange(k):
         _chunk_pass(np.int64(c), k, n, backward, batch, layout, ws, params)
@@ -345,7 +341,7 @@ def _predict(params, layout, X, out, ws, chunk):
     backward = n < 0  # False, not as a literal (see _train_epoch)
     finite = True
     for start in range(0, n, chunk):
-        m = min(chunk, n - start)
+        m = chunk if chunk < n - start else n - start
         rows = Batch(flat[start * n_in:(start + m) * n_in], flat, flat)
         _chunk_pass(np.int64(0), np.int64(1), m, backward, rows, layout, ws, params)  # int64, not literals: one callee
         finite = finite and ws.chunk_finite[0]
@@ -371,7 +367,7 @@ def kernels_for(hidden_code: int, out_code: int) -> Kernels:
     suffix = _suffix(hidden_code, out_code)
     chunk_pass = jit_inner(specialize(_chunk_pass_source, suffix, _hidden_forward=FORWARD[hidden_code],
                                       _out_forward=FORWARD[out_code], _hidden_backward=BACKWARD[hidden_code],
-                                      _out_loss=LOSS[out_code]))
+                                      _out_start=OUTPUT[out_code]))
     return Kernels(chunk_pass, jit(specialize(_loss_gradient, suffix, _chunk_pass=chunk_pass)),
                    jit_parallel(specialize(_loss_gradient, suffix + "_parallel", _chunk_pass=chunk_pass)),
                    jit(specialize(_predict, suffix, _chunk_pass=chunk_pass)))

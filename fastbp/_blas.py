@@ -1,0 +1,79 @@
+"""The matrix product of the nopython code: one direct call of BLAS ``sgemm`` / ``dgemm``.
+
+``np.dot(A, B, out)`` in nopython compiles an implementation of its own per
+combination of layouts (about 0.4 s of a first fit) and checks shapes and
+contiguity at every call.  The whole-network code only ever multiplies
+C-contiguous blocks it has sized itself, so :func:`gemm` is a bare call into the
+BLAS that scipy ships (the one Numba's ``np.dot`` uses too), emitted straight as
+LLVM IR.  The symbol is registered with LLVM by name, so code cached on disk
+finds it again in a new process.
+
+A row-major ``C = op(A) @ op(B)`` is the column-major ``C^T = op(B)^T @ op(A)^T``:
+each C-order array read column-major is its own transpose, so the call swaps the
+operands and passes each one's row length as its leading dimension.
+"""
+
+import numpy as np
+from llvmlite import binding, ir
+from numba import config, types
+from numba.core import cgutils
+from numba.core.extending import get_cython_function_address, intrinsic
+
+_SYMBOLS = {types.float32: "fastbp_sgemm", types.float64: "fastbp_dgemm"}
+for _dtype, _symbol in _SYMBOLS.items():
+    binding.add_symbol(_symbol, get_cython_function_address("scipy.linalg.cython_blas", _symbol[-5:]))
+
+
+def _python_gemm(A, B, C, trans_a, trans_b):
+    np.dot(A.T if trans_a else A, B.T if trans_b else B, C)
+
+
+@intrinsic
+def _gemm(typingctx, A, B, C, trans_a, trans_b):
+    """``C = op(A) @ op(B)``, ``op(X)`` being ``X.T`` where ``trans_x`` is true.
+
+    For 2-D C-contiguous arrays of one float dtype whose shapes agree, which the
+    caller guarantees (nothing is checked here).
+    """
+    if not (isinstance(A, types.Array) and A.ndim == 2 and A.dtype in _SYMBOLS and A == B == C):
+        return None
+    sig = types.void(A, B, C, trans_a, trans_b)
+
+    def codegen(context, builder, signature, args):
+        a, b, c = (context.make_array(A)(context, builder, value) for value in args[:3])
+        int32 = ir.IntType(32)
+        scalar = context.get_value_type(A.dtype)
+        char = ir.IntType(8)
+
+        def dims(array):
+            rows, cols = cgutils.unpack_tuple(builder, array.shape, 2)
+            return builder.trunc(rows, int32), builder.trunc(cols, int32)
+
+        def pointer_to(value):
+            slot = cgutils.alloca_once(builder, value.type)
+            builder.store(value, slot)
+            return slot
+
+        def leading(cols):  # BLAS requires a leading dimension of at least 1, even for empty blocks
+            return builder.select(builder.icmp_signed(">", cols, int32(1)), cols, int32(1))
+
+        def flag(transposed):
+            return builder.select(transposed, char(ord("T")), char(ord("N")))
+
+        (a_rows, a_cols), (_, b_cols), (m, n) = dims(a), dims(b), dims(c)
+        t_a = builder.icmp_unsigned("!=", args[3], context.get_constant(trans_a, 0))
+        t_b = builder.icmp_unsigned("!=", args[4], context.get_constant(trans_b, 0))
+        k = builder.select(t_a, a_rows, a_cols)
+        fnty = ir.FunctionType(ir.VoidType(), [char.as_pointer()] * 2 + [int32.as_pointer()] * 3 + [
+            scalar.as_pointer(), scalar.as_pointer(), int32.as_pointer(), scalar.as_pointer(), int32.as_pointer(),
+            scalar.as_pointer(), scalar.as_pointer(), int32.as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _SYMBOLS[A.dtype])
+        builder.call(fn, [pointer_to(flag(t_b)), pointer_to(flag(t_a)), pointer_to(n), pointer_to(m), pointer_to(k),
+                          pointer_to(scalar(1)), b.data, pointer_to(leading(b_cols)), a.data,
+                          pointer_to(leading(a_cols)), pointer_to(scalar(0)), c.data, pointer_to(leading(n))])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+gemm = _python_gemm if config.DISABLE_JIT else _gemm
