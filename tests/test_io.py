@@ -925,3 +925,31 @@ def test_any_numpy_bit_generator_resumes_exactly(tmp_path, bit_generator):
     b.partial_fit(X, y)
     c.partial_fit(X, y)
     assert np.array_equal(b._network.params, c._network.params)
+
+
+def test_non_finite_curves_and_scores_roundtrip(tmp_path):
+    """A diverged epoch's NaN validation score and the stopping rule's inf travel as the strings "nan" / "inf"."""
+    model = _fit_quiet(MLPClassifier((4,), solver="sgd", early_stopping=True, max_iter=3, random_state=0),
+                       X_IRIS, Y_IRIS)
+    model.validation_scores_[1] = np.nan
+    model.best_loss_ = np.inf
+    loaded = _roundtrip(model, tmp_path)
+    assert np.isnan(loaded.validation_scores_[1]) and loaded.validation_scores_[::2] == model.validation_scores_[::2]
+    assert loaded.best_loss_ == np.inf
+    assert _meta((tmp_path / "model.npz").read_bytes())["fitted"]["validation_scores_"][1] == "nan"
+
+
+@pytest.mark.parametrize("kind, value", [("int", 7), ("float", 0.25), ("str", "note"), ("floats", [1.0, 2.0])])
+def test_a_new_fitted_field_is_one_entry_of_fields(tmp_path, monkeypatch, kind, value):
+    """io and pickling carry a field that only fastbp._fitted.FIELDS names, checked by its kind."""
+    import fastbp._fitted
+
+    monkeypatch.setitem(fastbp._fitted.FIELDS, "extra_", kind)
+    model = _fit_quiet(MLPClassifier((4,), max_iter=2, random_state=0), X_IRIS, Y_IRIS)
+    model._fitted.extra_ = value
+    assert _roundtrip(model, tmp_path)._fitted.extra_ == value
+    assert pickle.loads(pickle.dumps(model))._fitted.extra_ == value
+    meta = _meta((tmp_path / "model.npz").read_bytes())
+    meta["fitted"]["extra_"] = {"unexpected": 1}
+    with pytest.raises(ValueError, match="metadata fitted.extra_ is"):
+        load(_write(tmp_path, _with_meta((tmp_path / "model.npz").read_bytes(), meta)))
