@@ -5,14 +5,17 @@ own; :data:`FIELDS` lists them, once, with the way each one travels.  The
 estimator reaches them under scikit-learn's names (``est.n_iter_`` is
 ``est._fitted.n_iter_``, through the descriptors :func:`fitted_fields`
 installs), :func:`fastbp.trainer.run_epochs` updates the state directly, and
-pickling and saving go through one pair: :meth:`FittedState.export` gives a
-JSON-able dict and a dict of arrays, :meth:`FittedState.restore` takes them
-back, checking what it reads.  A new fitted attribute is one line of FIELDS.
+pickling and saving (:mod:`fastbp.io`) go through one pair:
+:meth:`FittedState.export` gives a JSON-able dict and a dict of arrays,
+:meth:`FittedState.restore` takes them back, after :mod:`fastbp._schema` has
+checked every value by its kind.  A new fitted attribute is one line of FIELDS
+(a new kind is a check in the schema, an export and a restore here).
 """
 
 import numpy as np
 from sklearn.preprocessing import LabelBinarizer
 
+from ._schema import check_fitted
 from .network import Network
 
 # name: how it travels.  "int", "float", "str": a JSON scalar; "floats": a list of floats or None;
@@ -34,8 +37,6 @@ FIELDS = {
 # scratch (so an lbfgs refit carries none).
 STOPPING_FIELDS = ("loss_curve_", "validation_loss_curve_", "validation_scores_", "best_validation_score_",
                    "best_loss_", "_no_improvement_count", "_best_params")
-
-BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
 
 class FittedState:
@@ -78,12 +79,8 @@ class FittedState:
             if name not in vars(self) or kind == "with labels":
                 continue
             value = vars(self)[name]
-            if kind in _SCALARS:
-                meta[name] = _json_float(value) if kind == "float" and value is not None else value
-            elif kind == "floats":
-                meta[name] = None if value is None else [_json_float(v) for v in value]
-            elif kind == "names":
-                meta[name] = [str(v) for v in value]
+            if kind in _TO_JSON:
+                meta[name] = _TO_JSON[kind](value)
             elif kind == "array":
                 arrays[name] = value
                 meta[name] = "array"  # so that expected_arrays(meta) names every member
@@ -95,11 +92,13 @@ class FittedState:
     def restore(cls, meta, arrays, make_optimizer):
         """The state :meth:`export` gave ``(meta, arrays)`` for; ``ValueError`` for anything inconsistent.
 
-        ``make_optimizer(kind, n_params, dtype)`` builds a fresh optimizer of the
-        estimator's settings, whose state vectors and step count are then restored.
+        Every value is checked (:func:`fastbp._schema.check_fitted`) before any
+        object is built from it.  ``make_optimizer(kind, n_params, dtype)`` builds a
+        fresh optimizer of the estimator's settings, whose state vectors and step
+        count are then restored.
         """
-        if not isinstance(meta, dict) or not isinstance(arrays, dict):
-            raise ValueError("fitted state must be a dict of metadata and a dict of arrays")
+        if not isinstance(arrays, dict):
+            raise ValueError(f"fitted arrays must be a dict, got {type(arrays).__name__}")
         expected = expected_arrays(meta)
         for name, array in arrays.items():
             dtype, shape = expected.get(name, (None, None))
@@ -110,98 +109,33 @@ class FittedState:
             raise ValueError(f"fitted arrays {sorted(arrays)}: expected {sorted(expected)}")
         state = cls()
         try:
-            if "_network" in meta:  # first: the other arrays are checked against its layout
+            if "_network" in meta:  # first: the optimizer is built for its size
                 state._network = _restore_network(meta["_network"], arrays)
             for name, value in meta.items():
                 kind = FIELDS[name]
-                if kind == "array":
-                    continue  # restored from arrays below
-                if kind in _SCALARS:
-                    setattr(state, name, _restore_scalar(name, kind, value))
-                elif kind == "floats":
-                    setattr(state, name, None if value is None else [float(v) for v in value])
-                elif kind == "names":
-                    state.feature_names_in_ = np.asarray([str(v) for v in value], dtype=object)
+                if kind in _FROM_JSON:
+                    setattr(state, name, _FROM_JSON[kind](value))
+                elif kind == "array":
+                    setattr(state, name, _writeable(arrays[name]))
                 elif kind == "optimizer":
-                    state._optimizer = _restore_optimizer(value, arrays, state._network, make_optimizer)
+                    state._optimizer = _restore_optimizer(value, arrays, vars(state).get("_network"), make_optimizer)
                 elif kind == "rng":
                     state._rng = _restore_rng(value)
                 elif kind == "labels":
                     state._label_binarizer = _restore_labels(value, arrays)
                     state.classes_ = state._label_binarizer.classes_
-            if "_best_params" in arrays:
-                params = arrays["_best_params"]
-                state._best_params = params if params.flags.writeable else params.copy()
-        except (TypeError, KeyError, AttributeError) as exc:
+        except (TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
             raise ValueError(f"inconsistent fitted state: {type(exc).__name__}: {exc}") from None
-        state._check_layout()
         return state
-
-    def _check_layout(self):
-        net = vars(self).get("_network")
-        if net is None:
-            return
-        units = net.layer_units
-        got = (getattr(self, "n_features_in_", units[0]), getattr(self, "n_outputs_", units[-1]),
-               getattr(self, "n_layers_", len(units)), getattr(self, "out_activation_", net.out_activation))
-        if got != (units[0], units[-1], len(units), net.out_activation):
-            raise ValueError(f"n_features_in_, n_outputs_, n_layers_ and out_activation_ {got} do not match the "
-                             f"network's layer sizes {units} and output {net.out_activation!r}")
-        binarizer = vars(self).get("_label_binarizer")
-        if binarizer is not None:
-            n_classes = len(binarizer.classes_)
-            outputs = {"binary": 1, "multiclass": n_classes, "multilabel-indicator": n_classes}
-            if outputs.get(binarizer.y_type_) != units[-1]:
-                raise ValueError(f"target type {binarizer.y_type_!r} with {n_classes} classes does not match "
-                                 f"{units[-1]} outputs")
 
 
 def expected_arrays(meta) -> dict:
     """``{name: (dtype, shape)}`` of every array that :meth:`FittedState.export` wrote with ``meta``.
 
     For a loader that checks each member before reading it; ``ValueError`` for
-    metadata that names an unknown field or a malformed layout.
+    metadata that fails the schema (:func:`fastbp._schema.check_fitted`).
     """
-    if not isinstance(meta, dict):
-        raise ValueError(f"fitted state metadata must be a dict, got {type(meta).__name__}")
-    travelling = {name for name, kind in FIELDS.items() if kind != "with labels"}
-    if set(meta) - travelling:
-        raise ValueError(f"unknown fitted attributes {sorted(set(meta) - travelling)}: expected some of "
-                         f"{sorted(travelling)}")
-    expected = {}
-    network = meta.get("_network")
-    if network is not None:
-        units = _layer_units(network)
-        dtype = np.dtype(network["dtype"])
-        n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
-        expected["params"] = (dtype, (n_params,))
-        if meta.get("_best_params") == "array":
-            expected["_best_params"] = (dtype, (n_params,))
-        optimizer = meta.get("_optimizer")
-        if optimizer is not None:
-            names = optimizer.get("arrays")
-            if not isinstance(names, list) or not all(isinstance(a, str) for a in names):
-                raise ValueError(f"optimizer metadata {optimizer!r}: expected a list of state array names")
-            expected.update({f"optimizer_{a}": (dtype, (n_params,)) for a in optimizer["arrays"]})
-    elif meta.get("_best_params") == "array" or meta.get("_optimizer") is not None:
-        raise ValueError("fitted state with best parameters or an optimizer but no network")
-    classes = (meta.get("_label_binarizer") or {}).get("classes")
-    if isinstance(classes, dict) and classes.get("stored") == "array":
-        size = classes.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise ValueError(f"class metadata {classes!r}: expected a positive size")
-        expected["classes"] = (np.dtype(classes["dtype"]), (size,))
-    return expected
-
-
-def _layer_units(network):
-    if not isinstance(network, dict) or network.get("dtype") not in ("float32", "float64"):
-        raise ValueError(f"network metadata {network!r}: expected a dict with dtype float32 or float64")
-    units = network.get("layer_units")
-    if not isinstance(units, list) or len(units) < 2 or not all(
-            isinstance(u, int) and not isinstance(u, bool) and 0 < u < 1 << 40 for u in units):
-        raise ValueError(f"layer_units {units!r}: expected a list of at least two positive integers")
-    return units
+    return check_fitted(meta, FIELDS)
 
 
 class _Field:
@@ -243,22 +177,29 @@ def fitted_fields(cls):
     return cls
 
 
-_SCALARS = {"int": int, "float": float, "str": str}
-
-
 def _json_float(value):
     value = float(value)
     return value if np.isfinite(value) else str(value)  # "nan", "inf", "-inf": float() reads them back
 
 
-def _restore_scalar(name, kind, value):
-    if value is None and kind == "float":
-        return None
-    if kind == "int" and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ValueError(f"fitted attribute {name} is {value!r}: expected an integer")
-    if kind == "str" and not isinstance(value, str):
-        raise ValueError(f"fitted attribute {name} is {value!r}: expected a string")
-    return _SCALARS[kind](value)
+def _writeable(array):
+    # joblib memory-maps arrays read-only; training writes in place
+    return array if array.flags.writeable else array.copy()
+
+
+# kind -> its JSON value (plain ints and strings: numpy's scalars are not JSON), and back from a checked one.
+_TO_JSON = {
+    "int": int, "str": str,
+    "float": lambda value: None if value is None else _json_float(value),
+    "floats": lambda values: None if values is None else [_json_float(v) for v in values],
+    "names": lambda names: [str(v) for v in names],
+}
+_FROM_JSON = {
+    "int": int, "str": str,
+    "float": lambda value: None if value is None else float(value),
+    "floats": lambda values: None if values is None else [float(v) for v in values],
+    "names": lambda names: np.asarray(names, dtype=object),
+}
 
 
 def _export_network(net, arrays):
@@ -268,11 +209,8 @@ def _export_network(net, arrays):
 
 
 def _restore_network(meta, arrays):
-    units = _layer_units(meta)
-    params = arrays["params"]
-    if isinstance(params, np.ndarray) and not params.flags.writeable:
-        params = params.copy()  # joblib memory-maps arrays read-only; training writes in place
-    return Network(units, meta["activation"], meta["out_activation"], meta["dtype"], params)
+    return Network(meta["layer_units"], meta["activation"], meta["out_activation"], meta["dtype"],
+                   _writeable(arrays["params"]))
 
 
 def _export_optimizer(opt, arrays):
@@ -280,16 +218,15 @@ def _export_optimizer(opt, arrays):
         return None
     state = opt.arrays()
     arrays.update({f"optimizer_{k}": v for k, v in state.items()})
-    return {"kind": type(opt).__name__, "learning_rate": opt.learning_rate, "t": opt.t, "arrays": sorted(state)}
+    return {"kind": type(opt).__name__, "learning_rate": float(opt.learning_rate), "t": int(opt.t),
+            "arrays": sorted(state)}
 
 
 def _restore_optimizer(meta, arrays, net, make_optimizer):
     if meta is None:
         return None
     opt = make_optimizer(meta["kind"], net.n_params, net.dtype)
-    if sorted(opt.arrays()) != meta["arrays"]:
-        raise ValueError(f"optimizer {meta['kind']} state {meta['arrays']}: expected {sorted(opt.arrays())}")
-    for name, state in opt.arrays().items():  # shapes and dtypes checked by restore
+    for name, state in opt.arrays().items():  # names, shapes and dtypes checked by restore
         np.copyto(state, arrays[f"optimizer_{name}"])
     opt.learning_rate, opt.t = float(meta["learning_rate"]), int(meta["t"])
     return opt
@@ -300,10 +237,7 @@ def _export_rng(rng, arrays):
 
 
 def _restore_rng(meta):
-    kind = meta.get("bit_generator")
-    if kind not in BIT_GENERATORS:
-        raise ValueError(f"unknown random bit generator {kind!r}: expected one of {BIT_GENERATORS}")
-    bit_generator = getattr(np.random, kind)()
+    bit_generator = getattr(np.random, meta["bit_generator"])()  # one of the schema's BIT_GENERATORS
     bit_generator.state = meta  # numpy takes the lists JSON gives back
     return np.random.Generator(bit_generator)
 
@@ -312,8 +246,12 @@ def _export_labels(binarizer, arrays):
     classes = binarizer.classes_
     meta = {"y_type": binarizer.y_type_}
     if classes.dtype.kind in "biuf":
-        arrays["classes"] = classes
-        meta["classes"] = {"stored": "array", "dtype": classes.dtype.str, "size": int(classes.size)}
+        # Stored as its kind's widest dtype, the original recorded in native byte order: a loader then
+        # accepts a dtype string only from the schema's short list (CLASS_DTYPES).
+        kind = {"b": "bool", "i": "int64", "u": "int64", "f": "float64"}[classes.dtype.kind]
+        arrays["classes"] = classes.astype(kind, copy=False)
+        meta["classes"] = {"stored": "array", "dtype": kind, "size": int(classes.size),
+                           "original": classes.dtype.newbyteorder("=").str}
     else:
         meta["classes"] = {"stored": "json", "values": [str(c) for c in classes], "object": classes.dtype == object}
     return meta
@@ -322,13 +260,9 @@ def _export_labels(binarizer, arrays):
 def _restore_labels(meta, arrays):
     info = meta["classes"]
     if info["stored"] == "array":
-        classes = arrays["classes"]
-    elif not isinstance(info["values"], list) or not all(isinstance(v, str) for v in info["values"]):
-        raise ValueError("class labels must be a list of strings")
+        classes = arrays["classes"].astype(np.dtype(info["original"]), copy=False)
     else:
-        classes = np.asarray(info["values"], dtype=object if info.get("object") else None)
-    if meta["y_type"] not in ("binary", "multiclass", "multilabel-indicator"):
-        raise ValueError(f"target type {meta['y_type']!r}: expected binary, multiclass or multilabel-indicator")
+        classes = np.asarray(info["values"], dtype=object if info["object"] else None)
     binarizer = LabelBinarizer()
     binarizer.classes_, binarizer.y_type_, binarizer.sparse_input_ = classes, meta["y_type"], False
     return binarizer

@@ -7,6 +7,13 @@ the counters and curves.  A model saved by ``fastbp train`` is a scikit-learn
 ``Pipeline`` of the standardisation it applied and the estimator, so that
 ``load(path).predict(raw_X)`` works on raw features.
 
+Layout: the metadata member (JSON) is an envelope (format, version, estimator
+class, its parameters, the scaler's flags) around the fitted state's own
+export (:meth:`fastbp._fitted.FittedState.export`, under "fitted"); the other
+members are that export's arrays, plus the scaler's.  Loading calls
+:meth:`~fastbp._fitted.FittedState.restore`, as unpickling does, so a new
+fitted attribute needs nothing here.
+
 Guarantees
 ----------
 * Writing is atomic: a temporary file in the target's folder is written,
@@ -28,26 +35,24 @@ import zipfile
 
 import numpy as np
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import LabelBinarizer, StandardScaler
+from sklearn.preprocessing import StandardScaler
 
 from ._atomic import atomic_write
 from ._fitted import FIELDS, json_tree
-from ._schema import FORMAT, LISTS, VERSION, check_metadata
+from ._schema import FORMAT, VERSION, check_metadata
 from .estimator import MLPClassifier, MLPRegressor
-from .network import Network
-from .optim import AdamOptimizer, SGDOptimizer
 
 _META = "__meta__"
 _ESTIMATORS = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}
 _PARAM_NAMES = {name: tuple(cls().get_params()) for name, cls in _ESTIMATORS.items()}
-# The fitted state's scalars, as fastbp._fitted lists them (the schema checks each one's type and range).
-_SCALARS = tuple(name for name, kind in FIELDS.items() if kind in ("int", "float", "str"))
+# The envelope's members; the others are the fitted state's (FittedState.export names them).
+_SCALER_MEMBERS = ("scaler_mean", "scaler_scale")
 # The default bound on what a load may allocate is this plus 4x the file's size (issue 13).
 _BASE_BUDGET = 64 << 20
 # A loaded array exists up to three times at once: read, its finiteness mask, and the optimizer's own
 # zero-filled state vector before the saved one replaces it.
 _ARRAY_COPIES = 3
-_MAX_MEMBERS = 16  # a model has at most 9: params, best_params, 2 optimizer vectors, classes, 2 scaler, meta
+_MAX_MEMBERS = 16  # a model has at most 8: params, _best_params, 2 optimizer vectors, classes, 2 scaler, meta
 _EOCD_SEARCH = 22 + 65535  # the end-of-central-directory record and the longest zip comment
 
 
@@ -60,7 +65,7 @@ def save(model, path) -> None:
     scaler, est = _split_pipeline(model)
     if not hasattr(est, "_network"):
         raise ValueError(f"{type(est).__name__} is not fitted: call fit before save")
-    est._sync_network()  # arrays assigned to coefs_ / intercepts_ are part of the model
+    fitted, arrays = est._export_fitted()  # after packing arrays assigned to coefs_ / intercepts_
     net = est._network
     sizes = est.hidden_layer_sizes
     if list(sizes if hasattr(sizes, "__iter__") else [sizes]) != list(net.layer_units[1:-1]) \
@@ -70,29 +75,8 @@ def save(model, path) -> None:
                          f"(the network has {net.layer_units[1:-1]}, {net.activation!r}): set them back or fit again "
                          "before save")
     meta = {"format": FORMAT, "version": VERSION, "estimator": type(est).__name__,
-            "params": _json_params(est.get_params()), "dtype": net.dtype.name, "layer_units": list(net.layer_units),
-            "activation": net.activation, "attributes": {}, "lists": {}}
-    arrays = {"params": net.params}
-    for name in _SCALARS:
-        if hasattr(est, name):
-            meta["attributes"][name] = json_tree(getattr(est, name))
-    for name in LISTS:
-        value = getattr(est, name, None)
-        meta["lists"][name] = None if value is None else [float(v) for v in value]
-    if hasattr(est, "feature_names_in_"):
-        meta["feature_names_in_"] = [str(f) for f in est.feature_names_in_]
-    if hasattr(est, "classes_"):
-        meta["classes"] = _encode_classes(est.classes_, arrays)
-        meta["y_type"] = est._label_binarizer.y_type_
-    if getattr(est, "_best_params", None) is not None:
-        arrays["best_params"] = est._best_params
-    meta["best_params"] = "best_params" in arrays
-    opt = getattr(est, "_optimizer", None)
-    if opt is not None:
-        meta["optimizer"] = {"kind": type(opt).__name__, "learning_rate": opt.learning_rate, "t": opt.t}
-        arrays.update({f"opt_{k}": v for k, v in opt.arrays().items()})
-    if hasattr(est, "_rng"):
-        meta["rng"] = json_tree(est._rng.bit_generator.state)  # names its bit generator: PCG64, MT19937, ...
+            "params": _json_params(est.get_params()), "fitted": fitted}
+    arrays = dict(arrays)  # the fitted state's members, then the envelope's
     if scaler is not None:
         if not hasattr(scaler, "n_features_in_"):
             raise ValueError("the Pipeline's StandardScaler is not fitted: fit the pipeline before save")
@@ -169,7 +153,7 @@ def _load_from(archive, size, max_bytes):
         meta = json.loads(raw.decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"corrupt metadata: {exc}") from None
-    expected = check_metadata(meta, _PARAM_NAMES)
+    expected = check_metadata(meta, _PARAM_NAMES, FIELDS)
     if set(names) != {n + ".npy" for n in expected} | {_META + ".npy"}:
         raise ValueError(f"has members {sorted(names)}: expected {sorted(n + '.npy' for n in expected)} "
                          "and the metadata")
@@ -184,10 +168,7 @@ def _load_from(archive, size, max_bytes):
             raise ValueError(f"member {name!r} holds NaN or infinity; a saved model is always finite")
     if "scaler_scale" in arrays and not (arrays["scaler_scale"] > 0).all():
         raise ValueError("member 'scaler_scale' holds a scale <= 0; StandardScaler's scales are positive")
-    try:
-        return _rebuild(meta, arrays)
-    except (TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
-        raise ValueError(f"inconsistent metadata: {type(exc).__name__}: {exc}") from None
+    return _rebuild(meta, arrays)
 
 
 def _metadata_cost(raw):
@@ -202,7 +183,8 @@ def _metadata_cost(raw):
 
 def _classes_cost(meta):
     """Bytes of the classes array built from labels in the JSON: numpy's fixed-width strings take the longest."""
-    values = meta.get("classes", {}).get("values") or []
+    labels = meta["fitted"].get("_label_binarizer")  # checked: a dict whose "classes" is one too
+    values = labels["classes"].get("values", []) if labels else []
     return 4 * len(values) * max(map(len, values), default=0)
 
 
@@ -232,54 +214,18 @@ def _rebuild(meta, arrays):
     est = cls(**{k: tuple(v) if k == "hidden_layer_sizes" and isinstance(v, list) else v
                  for k, v in meta["params"].items()})
     est._validate_params()  # the constructor's constraints; predict reads some of them (n_threads)
-    for name, value in meta["attributes"].items():
-        setattr(est, name, value)
-    for name in LISTS:
-        value = meta["lists"][name]
-        setattr(est, name, None if value is None else [float(v) for v in value])
-    if "feature_names_in_" in meta:
-        est.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
-    if "classes" in meta:
-        binarizer = LabelBinarizer()
-        binarizer.classes_ = _decode_classes(meta["classes"], arrays)
-        binarizer.y_type_ = meta["y_type"]
-        binarizer.sparse_input_ = False
-        est._label_binarizer = binarizer
-        est.classes_ = binarizer.classes_
-    net = Network(meta["layer_units"], meta["activation"], meta["attributes"]["out_activation_"], meta["dtype"],
-                  arrays["params"])
-    est._set_network(net)
-    if "best_params" in arrays:
-        est._best_params = arrays["best_params"]
-    est._optimizer = _rebuild_optimizer(meta.get("optimizer"), est, net, arrays)
-    bit_generator = getattr(np.random, meta["rng"]["bit_generator"])()
-    bit_generator.state = meta["rng"]  # numpy takes the lists JSON gives back
-    est._rng = np.random.Generator(bit_generator)
+    scaling = {name: arrays.pop(name) for name in _SCALER_MEMBERS if name in arrays}
+    est._import_fitted(meta["fitted"], arrays)  # FittedState.restore, as unpickling does
     if "scaler" not in meta:
         return est
-    scaler = StandardScaler(**(meta["scaler"] if isinstance(meta["scaler"], dict) else {}))
-    scaler.mean_, scaler.scale_ = arrays["scaler_mean"], arrays["scaler_scale"]
+    scaler = StandardScaler(**meta["scaler"])
+    scaler.mean_, scaler.scale_ = scaling["scaler_mean"], scaling["scaler_scale"]
     scaler.var_ = scaler.scale_ ** 2
     if not scaler.with_std:
         scaler.scale_ = scaler.var_ = None
     scaler.n_features_in_ = scaler.mean_.shape[0]
     scaler.n_samples_seen_ = 1
     return Pipeline([("scale", scaler), ("mlp", est)])
-
-
-def _rebuild_optimizer(opt_meta, est, net, arrays):
-    if opt_meta is None:
-        return None
-    if opt_meta["kind"] == "SGDOptimizer":
-        opt = SGDOptimizer(net.n_params, net.dtype, est.learning_rate_init, est.learning_rate, est.momentum,
-                           est.nesterovs_momentum, est.power_t)
-    else:
-        opt = AdamOptimizer(net.n_params, net.dtype, est.learning_rate_init, est.beta_1, est.beta_2, est.epsilon)
-    for name, state in opt.arrays().items():
-        np.copyto(state, arrays[f"opt_{name}"])
-    opt.learning_rate = float(opt_meta["learning_rate"])
-    opt.t = int(opt_meta["t"])
-    return opt
 
 
 def _split_pipeline(model):
@@ -301,19 +247,3 @@ def _json_params(params):
             continue  # code and live generators are not data; their state is saved separately
         out[key] = json_tree(value)
     return out
-
-
-def _encode_classes(classes, arrays):
-    if classes.dtype.kind in "biuf":
-        kind = {"b": "bool", "i": "int64", "u": "int64", "f": "float64"}[classes.dtype.kind]
-        arrays["classes"] = classes.astype(kind)
-        # native byte order: the loader accepts the classes' dtype only from a short list of native ones
-        original = classes.dtype.newbyteorder("=").str
-        return {"stored": "array", "dtype": kind, "size": int(classes.size), "original": original}
-    return {"stored": "json", "values": [str(c) for c in classes], "object": classes.dtype == object}
-
-
-def _decode_classes(info, arrays):
-    if info["stored"] == "array":
-        return arrays["classes"].astype(np.dtype(info["original"]))
-    return np.asarray(info["values"], dtype=object if info["object"] else None)

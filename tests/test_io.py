@@ -312,13 +312,19 @@ def test_load_plain_savez_with_foreign_members(tmp_path):
 
 def test_load_foreign_metadata(tmp_path, model_bytes):
     meta = _meta(model_bytes)
+    network = meta["fitted"]["_network"]
     for key, value, message in [("format", "other-format", "not a fastbp model file"),
-                                ("version", 99, "format version 99"),
-                                ("estimator", "Pipeline", "names estimator"),
-                                ("dtype", "float16", "has dtype"),
-                                ("layer_units", [4, 0, 3], "layer_units")]:
+                                ("version", 99, "format version 99: this fastbp reads version 2$"),
+                                ("version", 1, r"format version 1: this fastbp reads version 2 \(written by an "
+                                               r"older fastbp: fit and save the model again\)"),
+                                ("estimator", "Pipeline", "names estimator")]:
         with pytest.raises(ValueError, match=message):
             load(_write(tmp_path, _with_meta(model_bytes, {**meta, key: value})))
+    for key, value, message in [("dtype", "float16", "fitted._network.dtype is 'float16'"),
+                                ("layer_units", [4, 0, 3], "fitted._network.layer_units")]:
+        fitted = {**meta["fitted"], "_network": {**network, key: value}}
+        with pytest.raises(ValueError, match=message):
+            load(_write(tmp_path, _with_meta(model_bytes, {**meta, "fitted": fitted})))
     members = _members(model_bytes)
     members["__meta__.npy"] = _npy(np.frombuffer(b"{not json", dtype=np.uint8))
     with pytest.raises(ValueError, match="corrupt metadata"):
@@ -334,27 +340,37 @@ def string_pipeline_bytes(tmp_path_factory):
     return path.read_bytes()
 
 
+def _fitted_with(meta, y_type=..., out_activation=...):
+    """``meta`` with the target type and / or both copies of the output activation replaced."""
+    fitted = dict(meta["fitted"])
+    if y_type is not ...:
+        fitted["_label_binarizer"] = {**fitted["_label_binarizer"], "y_type": y_type}
+    if out_activation is not ...:
+        fitted["out_activation_"] = out_activation
+        fitted["_network"] = {**fitted["_network"], "out_activation": out_activation}
+    return {**meta, "fitted": fitted}
+
+
 def test_load_refuses_metadata_that_would_break_predict(tmp_path, model_bytes, string_pipeline_bytes):
     """Found by the fuzzing below: each of these loaded, and predict then failed."""
     meta = _meta(model_bytes)
     cases = [
-        (model_bytes, {**meta, "y_type": None}, "target type None"),
-        (model_bytes, {**meta, "y_type": "binary"}, "target type 'binary' with 3 classes does not match 3 outputs"),
-        (model_bytes, {**meta, "y_type": "multilabel-indicator",  # consistent
-                       "attributes": {**meta["attributes"], "out_activation_": "logistic"}}, None),
-        (model_bytes, {**meta, "y_type": "multilabel-indicator"}, "expected 'logistic' for target type"),
+        (model_bytes, _fitted_with(meta, None), "target type None"),
+        (model_bytes, _fitted_with(meta, "binary"), "target type 'binary' with 3 classes does not match 3 outputs"),
+        (model_bytes, _fitted_with(meta, "multilabel-indicator", "logistic"), None),  # consistent
+        (model_bytes, _fitted_with(meta, "multilabel-indicator"), "expected 'logistic' for target type"),
         (model_bytes, {**meta, "params": {**meta["params"], "n_threads": [None]}}, "n_threads"),
         (model_bytes, {**meta, "params": {**meta["params"], "activation": "softplus"}}, "activation"),
         (model_bytes, {**meta, "params": {**meta["params"], "hidden_layer_sizes": "eight"}}, "hidden_layer_sizes"),
     ]
     pipe_meta = _meta(string_pipeline_bytes)
-    no_classes = {k: v for k, v in pipe_meta.items() if k != "classes"}
+    no_classes = {**pipe_meta, "fitted": {k: v for k, v in pipe_meta["fitted"].items() if k != "_label_binarizer"}}
     cases += [
         (string_pipeline_bytes, no_classes, "none in that of an MLPClassifier"),
         (string_pipeline_bytes, {**pipe_meta, "estimator": "MLPRegressor"}, "class labels in the metadata"),
         (string_pipeline_bytes, {**pipe_meta, "scaler": {"with_mean": 1}}, "malformed scaler metadata"),
         (string_pipeline_bytes, {**pipe_meta, "scaler": {"centre": True}}, "malformed scaler metadata"),
-        (string_pipeline_bytes, {**pipe_meta, "scaler": True}, None),  # what older files hold
+        (string_pipeline_bytes, {**pipe_meta, "scaler": True}, "malformed scaler metadata"),  # version 1's
     ]
     for data, bad_meta, message in cases:
         path = _write(tmp_path, _with_meta(data, bad_meta))
@@ -375,7 +391,7 @@ def test_load_extra_member(tmp_path, model_bytes):
 
 def test_load_missing_member(tmp_path, model_bytes):
     members = _members(model_bytes)
-    del members["opt_m2.npy"]
+    del members["optimizer_m2.npy"]
     with pytest.raises(ValueError, match="has members"):
         load(_write(tmp_path, _zip(members)))
 
@@ -389,7 +405,7 @@ def test_load_missing_member(tmp_path, model_bytes):
     (np.float64(0.0), r"member 'params' is float64 of shape \(\)"),
 ])
 def test_load_member_with_wrong_dtype_or_shape(tmp_path, model_bytes, replacement, message):
-    assert _meta(model_bytes)["layer_units"] == [4, 8, 3]  # 4*8+8+8*3+3 = 67 parameters
+    assert _meta(model_bytes)["fitted"]["_network"]["layer_units"] == [4, 8, 3]  # 4*8+8+8*3+3 = 67 parameters
     members = _members(model_bytes)
     members["params.npy"] = _npy(replacement)
     with pytest.raises(ValueError, match=message):
@@ -423,7 +439,7 @@ def no_pickle(monkeypatch):
     assert not calls
 
 
-@pytest.mark.parametrize("member", ["params.npy", "__meta__.npy", "classes.npy", "opt_m1.npy"])
+@pytest.mark.parametrize("member", ["params.npy", "__meta__.npy", "classes.npy", "optimizer_m1.npy"])
 def test_load_object_member_is_refused_without_unpickling(tmp_path, model_bytes, no_pickle, member):
     members = _members(model_bytes)
     members[member] = _npy(np.array([{"evil": 1}, None, "x"], dtype=object), allow_pickle=True)
@@ -436,12 +452,12 @@ def test_load_huge_member_claim_is_refused_cheaply(tmp_path, model_bytes):
     meta = _meta(model_bytes)
     units = [46340, 46340]
     n = units[0] * units[1] + units[1]
-    meta.update(layer_units=units, attributes={**meta["attributes"], "n_features_in_": units[0],
-                                               "n_outputs_": units[1], "n_layers_": 2})
+    meta["fitted"].update(_network={**meta["fitted"]["_network"], "layer_units": units}, n_features_in_=units[0],
+                          n_outputs_=units[1], n_layers_=2)
     members = _members(_with_meta(model_bytes, meta))
     header = _bytesio.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (n,)})
-    for name in ("params.npy", "opt_m1.npy", "opt_m2.npy"):
+    for name in ("params.npy", "optimizer_m1.npy", "optimizer_m2.npy"):
         members[name] = header.getvalue() + b"\0" * 64
     started = time.perf_counter()
     with pytest.raises(ValueError):
@@ -909,3 +925,31 @@ def test_any_numpy_bit_generator_resumes_exactly(tmp_path, bit_generator):
     b.partial_fit(X, y)
     c.partial_fit(X, y)
     assert np.array_equal(b._network.params, c._network.params)
+
+
+def test_non_finite_curves_and_scores_roundtrip(tmp_path):
+    """A diverged epoch's NaN validation score and the stopping rule's inf travel as the strings "nan" / "inf"."""
+    model = _fit_quiet(MLPClassifier((4,), solver="sgd", early_stopping=True, max_iter=3, random_state=0),
+                       X_IRIS, Y_IRIS)
+    model.validation_scores_[1] = np.nan
+    model.best_loss_ = np.inf
+    loaded = _roundtrip(model, tmp_path)
+    assert np.isnan(loaded.validation_scores_[1]) and loaded.validation_scores_[::2] == model.validation_scores_[::2]
+    assert loaded.best_loss_ == np.inf
+    assert _meta((tmp_path / "model.npz").read_bytes())["fitted"]["validation_scores_"][1] == "nan"
+
+
+@pytest.mark.parametrize("kind, value", [("int", 7), ("float", 0.25), ("str", "note"), ("floats", [1.0, 2.0])])
+def test_a_new_fitted_field_is_one_entry_of_fields(tmp_path, monkeypatch, kind, value):
+    """io and pickling carry a field that only fastbp._fitted.FIELDS names, checked by its kind."""
+    import fastbp._fitted
+
+    monkeypatch.setitem(fastbp._fitted.FIELDS, "extra_", kind)
+    model = _fit_quiet(MLPClassifier((4,), max_iter=2, random_state=0), X_IRIS, Y_IRIS)
+    model._fitted.extra_ = value
+    assert _roundtrip(model, tmp_path)._fitted.extra_ == value
+    assert pickle.loads(pickle.dumps(model))._fitted.extra_ == value
+    meta = _meta((tmp_path / "model.npz").read_bytes())
+    meta["fitted"]["extra_"] = {"unexpected": 1}
+    with pytest.raises(ValueError, match="metadata fitted.extra_ is"):
+        load(_write(tmp_path, _with_meta((tmp_path / "model.npz").read_bytes(), meta)))

@@ -39,6 +39,7 @@ from fastbp.io import load, save
 
 REPO = Path(__file__).resolve().parents[1]
 X_IRIS, Y_IRIS = load_iris(return_X_y=True)
+CLASSES = ("fitted", "_label_binarizer", "classes")  # where the metadata keeps the class labels
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -99,14 +100,14 @@ def _set(meta, path, value):
 @pytest.mark.parametrize("original", ["(100000000,)f8", "S100000000", "<U5", "|O", "V8", ">i8", "float64", 7, None])
 def test_classes_dtype_comes_from_the_short_list(tmp_path, bases, original):
     meta = _meta(bases["adam-int"])
-    assert meta["classes"]["stored"] == "array"
-    _refused(tmp_path, _with_meta(bases["adam-int"], _set(meta, ("classes", "original"), original)),
+    assert meta["fitted"]["_label_binarizer"]["classes"]["stored"] == "array"
+    _refused(tmp_path, _with_meta(bases["adam-int"], _set(meta, CLASSES + ("original",), original)),
              "original dtype among")
 
 
 def test_classes_stored_dtype_must_match_the_original_kind(tmp_path, bases):
     meta = _meta(bases["adam-int"])
-    _refused(tmp_path, _with_meta(bases["adam-int"], _set(meta, ("classes", "original"), "<f4")), "original dtype")
+    _refused(tmp_path, _with_meta(bases["adam-int"], _set(meta, CLASSES + ("original",), "<f4")), "original dtype")
 
 
 def test_big_endian_labels_are_saved_in_native_order(tmp_path):
@@ -117,7 +118,7 @@ def test_big_endian_labels_are_saved_in_native_order(tmp_path):
     assert loaded.classes_.dtype == np.dtype("int32")
 
 
-@pytest.mark.parametrize("member", ["params.npy", "__meta__.npy", "opt_m1.npy"])
+@pytest.mark.parametrize("member", ["params.npy", "__meta__.npy", "optimizer_m1.npy"])
 def test_deflated_members_are_refused(tmp_path, bases, member):
     members = _members(bases["adam-int"])
     buf = _bytesio.BytesIO()
@@ -129,7 +130,7 @@ def test_deflated_members_are_refused(tmp_path, bases, member):
 
 def test_oversized_json_is_refused_before_parsing_unless_max_bytes_allows(tmp_path, bases):
     meta = _meta(bases["adam-int"])
-    long_curve = _set(meta, ("lists", "loss_curve_"), [0] * 600_000)  # 1.2 MB of "0,": valid, but costly JSON
+    long_curve = _set(meta, ("fitted", "loss_curve_"), [0] * 600_000)  # 1.2 MB of "0,": valid, but costly JSON
     path = _write(tmp_path, _with_meta(bases["adam-int"], long_curve))
     with pytest.raises(ValueError, match="pass a larger max_bytes"):
         load(path)
@@ -150,45 +151,56 @@ def test_max_bytes_bounds_the_arrays_too(tmp_path, bases):
 def test_json_labels_are_costed_at_numpy_width(tmp_path, bases):
     """One long label makes numpy's fixed-width string array as wide for every class."""
     meta = _meta(bases["sgd-strings-early-stopping"])
-    assert meta["classes"]["stored"] == "json"
+    assert meta["fitted"]["_label_binarizer"]["classes"]["stored"] == "json"
     labels = ["a", "b", "c" * 300_000]
-    data = _with_meta(bases["sgd-strings-early-stopping"], _set(meta, ("classes", "values"), labels))
+    data = _with_meta(bases["sgd-strings-early-stopping"], _set(meta, CLASSES + ("values",), labels))
     _refused(tmp_path, data, "more than max_bytes", max_bytes=3 << 20)
     assert list(load(_write(tmp_path, data)).classes_) == labels  # within the default bound
 
 
 # field path -> (value, words of the expected message)
 TRUSTED_FIELDS = {
-    ("attributes", "t_"): ("text", "attributes.t_"),
-    ("attributes", "n_iter_"): (-1, "attributes.n_iter_"),
-    ("optimizer", "learning_rate"): (math.nan, "optimizer.learning_rate"),
-    ("optimizer", "t"): (-3, "optimizer.t"),
-    ("y_type",): ("binary", "target type 'binary' with 3 classes"),
-    ("attributes", "out_activation_"): ("logistic", "expected 'softmax' for target type 'multiclass'"),
-    ("feature_names_in_",): (["a", "b"], "feature_names_in_"),
+    ("fitted", "t_"): ("text", "fitted.t_"),
+    ("fitted", "n_iter_"): (-1, "fitted.n_iter_"),
+    ("fitted", "_optimizer", "learning_rate"): (math.nan, "fitted._optimizer.learning_rate"),
+    ("fitted", "_optimizer", "t"): (-3, "fitted._optimizer.t"),
+    ("fitted", "_label_binarizer", "y_type"): ("binary", "target type 'binary' with 3 classes"),
+    ("fitted", "out_activation_"): ("logistic", "fitted.out_activation_ = 'logistic' and the network's"),
+    ("fitted", "_network", "out_activation"): ("logistic", "fitted.out_activation_ = 'softmax' and the network's"),
+    ("fitted", "feature_names_in_"): (["a", "b"], "fitted.feature_names_in_"),
     ("params", "hidden_layer_sizes"): ([5], "params.hidden_layer_sizes"),
     ("params", "activation"): ("tanh", "params.activation"),
-    ("attributes", "n_features_in_"): (5, "attributes.n_features_in_"),
-    ("lists", "loss_curve_"): ([1.0, math.nan], "lists.loss_curve_"),
-    ("rng", "state", "inc"): (-1, "rng.state.inc"),
-    ("best_params",): (1, "best_params"),
+    ("fitted", "n_features_in_"): (5, "fitted.n_features_in_"),
+    ("fitted", "loss_curve_"): ([1.0, math.nan], "fitted.loss_curve_"),
+    ("fitted", "_rng", "state", "inc"): (-1, "fitted._rng.state.inc"),
+    ("fitted", "_best_params"): (1, "fitted._best_params"),
     ("scaler",): ({"with_mean": True}, "malformed scaler metadata"),
 }
 
 
 @pytest.mark.parametrize("field", sorted(TRUSTED_FIELDS), ids=".".join)
 def test_each_field_is_checked(tmp_path, bases, field):
-    base = "binary-pipeline" if field == ("scaler",) else "adam-int"
+    base = {("scaler",): "binary-pipeline", ("fitted", "_best_params"): "sgd-strings-early-stopping"}.get(
+        field, "adam-int")
     meta = _meta(bases[base])
-    if field == ("feature_names_in_",):
-        meta["feature_names_in_"] = ["a", "b", "c", "d"]
+    if field == ("fitted", "feature_names_in_"):
+        meta["fitted"]["feature_names_in_"] = ["a", "b", "c", "d"]
         assert load(_write(tmp_path, _with_meta(bases[base], meta))).feature_names_in_.tolist() == list("abcd")
     value, message = TRUSTED_FIELDS[field]
     _refused(tmp_path, _with_meta(bases[base], _set(meta, field, value)), message)
 
 
-@pytest.mark.parametrize("where", [(), ("params",), ("attributes",), ("lists",), ("optimizer",), ("classes",),
-                                   ("rng",), ("rng", "state")], ids=lambda w: ".".join(w) or "top")
+def test_output_activation_is_the_estimators(tmp_path, bases):
+    """Both copies of the output activation changed alike: the estimator's own rule still refuses it."""
+    meta = _meta(bases["adam-int"])
+    both = _set(_set(meta, ("fitted", "out_activation_"), "logistic"), ("fitted", "_network", "out_activation"),
+                "logistic")
+    _refused(tmp_path, _with_meta(bases["adam-int"], both), "expected 'softmax' for target type 'multiclass'")
+
+
+@pytest.mark.parametrize("where", [(), ("params",), ("fitted",), ("fitted", "_network"), ("fitted", "_optimizer"),
+                                   ("fitted", "_label_binarizer"), CLASSES, ("fitted", "_rng"),
+                                   ("fitted", "_rng", "state")], ids=lambda w: ".".join(w) or "top")
 def test_unknown_keys_are_refused(tmp_path, bases, where):
     meta = _meta(bases["adam-int"])
     holder = meta
@@ -203,8 +215,9 @@ def test_unknown_keys_are_refused(tmp_path, bases, where):
 def test_random_state_indices_are_range_checked(tmp_path, bases, field, value):
     """numpy's MT19937 indexes its key with ``pos`` unchecked: an out-of-range one would read out of bounds."""
     meta = _meta(bases["poisson-mt19937"])
-    assert meta["rng"]["bit_generator"] == "MT19937"
-    _refused(tmp_path, _with_meta(bases["poisson-mt19937"], _set(meta, ("rng", *field), value)), "metadata rng")
+    assert meta["fitted"]["_rng"]["bit_generator"] == "MT19937"
+    _refused(tmp_path, _with_meta(bases["poisson-mt19937"], _set(meta, ("fitted", "_rng", *field), value)),
+             "metadata fitted._rng")
 
 
 def test_save_refuses_a_layout_changed_after_fit(tmp_path):
@@ -324,10 +337,10 @@ def _consistent_wide_classifier(bases, n_classes, labels):
     meta = _meta(bases["sgd-strings-early-stopping"])
     units = [4, 1, n_classes]
     n = 4 + 1 + n_classes + n_classes
-    meta.update(layer_units=units, params={**meta["params"], "hidden_layer_sizes": [1]},
-                attributes={**meta["attributes"], "n_outputs_": n_classes})
-    meta["classes"]["values"] = labels
-    for name in ("params.npy", "best_params.npy", "opt_velocity.npy"):
+    meta["params"]["hidden_layer_sizes"] = [1]
+    meta["fitted"].update(n_outputs_=n_classes, _network={**meta["fitted"]["_network"], "layer_units": units})
+    meta["fitted"]["_label_binarizer"]["classes"]["values"] = labels
+    for name in ("params.npy", "_best_params.npy", "optimizer_velocity.npy"):
         members[name] = _npy(np.zeros(n))
     members["__meta__.npy"] = _npy(np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
     return _zip(members)
@@ -336,10 +349,10 @@ def _consistent_wide_classifier(bases, n_classes, labels):
 def _hostile_files(bases):
     meta = _meta(bases["adam-int"])
     files = {
-        "huge-dtype": _with_meta(bases["adam-int"], _set(meta, ("classes", "original"), "(100000000,)f8")),
-        "huge-bytes-dtype": _with_meta(bases["adam-int"], _set(meta, ("classes", "original"), "S100000000")),
-        "nested-json": _with_meta(bases["adam-int"], _set(meta, ("lists", "loss_curve_"), [[]] * 2_000_000)),
-        "deep-json": _with_meta(bases["adam-int"], _set(meta, ("lists", "loss_curve_"), json.loads(
+        "huge-dtype": _with_meta(bases["adam-int"], _set(meta, CLASSES + ("original",), "(100000000,)f8")),
+        "huge-bytes-dtype": _with_meta(bases["adam-int"], _set(meta, CLASSES + ("original",), "S100000000")),
+        "nested-json": _with_meta(bases["adam-int"], _set(meta, ("fitted", "loss_curve_"), [[]] * 2_000_000)),
+        "deep-json": _with_meta(bases["adam-int"], _set(meta, ("fitted", "loss_curve_"), json.loads(
             "[" * 500 + "]" * 500))),
         "wide-labels": _consistent_wide_classifier(bases, 2000, [f"{i:05d}" for i in range(1999)] + ["z" * 500_000]),
         "many-entries": _many_entries(30_000),
@@ -348,7 +361,7 @@ def _hostile_files(bases):
     buf = _bytesio.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("__meta__.npy", members["__meta__.npy"])
-        for name in ("params.npy", "opt_m1.npy", "opt_m2.npy"):  # 100 MB of zeros each, declared in the header
+        for name in ("params.npy", "optimizer_m1.npy", "optimizer_m2.npy"):  # 100 MB of zeros each, declared
             with archive.open(name, "w") as f:
                 np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False,
                                                          "shape": (12_500_000,)})
