@@ -32,15 +32,17 @@ def _python_gemm(A, B, C, trans_a, trans_b):
 def _gemm(typingctx, A, B, C, trans_a, trans_b):
     """``C = op(A) @ op(B)``, ``op(X)`` being ``X.T`` where ``trans_x`` is true.
 
-    For 2-D C-contiguous arrays of one float dtype whose shapes agree, which the
-    caller guarantees (nothing is checked here).
+    For 2-D C-contiguous arrays of one float dtype (``C`` writable) whose shapes
+    agree, which the caller guarantees: nothing is checked here.
     """
-    if not (isinstance(A, types.Array) and A.ndim == 2 and A.dtype in _SYMBOLS and A == B == C):
-        return None
+    arrays = (A, B, C)
+    if not (all(isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" and x.dtype == C.dtype for x in arrays)
+            and C.dtype in _SYMBOLS and C.mutable):
+        return None  # A and B may be read-only
     sig = types.void(A, B, C, trans_a, trans_b)
 
     def codegen(context, builder, signature, args):
-        a, b, c = (context.make_array(A)(context, builder, value) for value in args[:3])
+        a, b, c = (context.make_array(ty)(context, builder, value) for ty, value in zip(arrays, args))
         int32 = ir.IntType(32)
         scalar = context.get_value_type(A.dtype)
         char = ir.IntType(8)

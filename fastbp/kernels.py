@@ -297,18 +297,6 @@ def _clip(p, eps):
     return p if p < 1.0 - eps else 1.0 - eps
 
 
-def _pointwise_loss(out, Y, sw):
-    """``sum_i sw[i] * sum_j loss(out[i, j], Y[i, j])``, in float64."""
-    eps = _eps(out)
-    total = 0.0
-    for i in range(out.shape[0]):
-        row = 0.0
-        for j in range(out.shape[1]):
-            row += _unit_loss(float(out[i, j]), float(Y[i, j]), eps)
-        total += sw[i] * row
-    return total
-
-
 @jit_inline
 def _log_unit(p, y, eps):
     """softmax: the log loss."""
@@ -338,53 +326,54 @@ def _poisson_unit(p, y, eps):
 _UNIT_LOSS = (_squared_unit, None, _binary_log_unit, None, _log_unit, _poisson_unit)
 
 
-def _per_output(template):
-    """``template`` compiled with each output activation's scalar loss: a tuple indexed by activation code."""
-    return tuple(None if unit is None else jit(specialize(template, "_" + ALL_ACTIVATIONS[code], _unit_loss=unit))
-                 for code, unit in enumerate(_UNIT_LOSS))
+def _pointwise_output(out, Y, sw, delta, db, backward):
+    """``(loss sum, weight sum)`` over the rows and, with ``backward``, where backward starts.
 
-
-LOSS = _per_output(_pointwise_loss)  # the loss kernel of each output activation code
-_squared_loss, _, _binary_log_loss, _, _log_loss, _poisson_loss = LOSS
-
-
-def _pointwise_output(out, Y, sw, delta, db):
-    """Where backward starts, in one pass: ``(loss sum, weight sum)``, ``delta = (out - Y) * sw[:, None]``, ``db``.
-
-    The loss is :func:`_pointwise_loss`'s; ``delta`` is the gradient of the summed loss at the
-    output's pre-activation (:func:`_output_delta`) and ``db`` its column sums, the output
-    layer's bias gradient.
+    The loss is ``sum_i sw[i] * sum_j loss(out[i, j], Y[i, j])``, in float64.  With
+    ``backward``, in the same pass, ``delta = (out - Y) * sw[:, None]`` (the gradient
+    of the summed loss at the output's pre-activation, :func:`_output_delta`) and
+    ``db`` its column sums, the output layer's intercept gradient.
     """
     eps = _eps(out)
     total = 0.0
     weight = 0.0
-    db[:] = 0
+    if backward:
+        db[:] = 0
     for i in range(out.shape[0]):
         w = sw[i]
+        if backward:
+            for j in range(out.shape[1]):
+                d = (out[i, j] - Y[i, j]) * w
+                delta[i, j] = d
+                db[j] += d
         row = 0.0
         for j in range(out.shape[1]):
-            row += _unit_loss(float(out[i, j]), float(Y[i, j]), eps)
-            d = (out[i, j] - Y[i, j]) * w
-            delta[i, j] = d
-            db[j] += d
+            y = float(Y[i, j])
+            if y != y:  # never (targets are finite), but a second exit keeps LLVM from vectorizing this loop,
+                break  # which would take the log of every element, not only where the target is not 0
+            row += _unit_loss(float(out[i, j]), y, eps)
         total += w * row
         weight += w
     return total, weight
 
 
-OUTPUT = _per_output(_pointwise_output)  # the start of backward for each output activation code
+# The loss and start of backward for each output activation code (None: not an output activation).
+OUTPUT = tuple(None if unit is None else jit(specialize(_pointwise_output, "_" + ALL_ACTIVATIONS[c], _unit_loss=unit))
+               for c, unit in enumerate(_UNIT_LOSS))
+_squared_output, _, _binary_log_output, _, _log_output, _poisson_output = OUTPUT
 
 
 @jit
 def _output_loss(out, Y, sw, code):
     """Sample-weighted sum over rows of the loss paired with output ``code``."""
+    delta, db = np.empty((1, 1), out.dtype), np.empty(1, out.dtype)  # not written: no backward
     if code == SOFTMAX:
-        return _log_loss(out, Y, sw)
+        return _log_output(out, Y, sw, delta, db, False)[0]
     if code == LOGISTIC:
-        return _binary_log_loss(out, Y, sw)
+        return _binary_log_output(out, Y, sw, delta, db, False)[0]
     if code == EXP:
-        return _poisson_loss(out, Y, sw)
-    return _squared_loss(out, Y, sw)
+        return _poisson_output(out, Y, sw, delta, db, False)[0]
+    return _squared_output(out, Y, sw, delta, db, False)[0]
 
 
 @jit

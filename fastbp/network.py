@@ -11,7 +11,7 @@ import numpy as np
 from ._config import ACTIVATIONS, OUT_ACTIVATIONS, activation_code
 from ._threads import chunked
 from ._validation import check_matrix, check_sample_weight, check_vector
-from .kernels import LOSS
+from .kernels import OUTPUT
 from .step import Batch, Layout, Penalty, Workspace, kernels_for, objective
 
 PREDICT_CHUNK = 2048  # rows per forward chunk in predict: bounds memory at chunk * sum(widths)
@@ -145,7 +145,8 @@ class Network:
     def loss(self, out, Y, sample_weight, alpha, loss_scale=1.0) -> float:
         """The loss (:func:`~fastbp.step.objective`) of network outputs ``out`` against targets ``Y``."""
         coefs = self.params[:self.n_coef]
-        data_loss = LOSS[self.out_code](out, Y.astype(out.dtype, copy=False), sample_weight)
+        Y = Y.astype(out.dtype, copy=False)
+        data_loss = OUTPUT[self.out_code](out, Y, sample_weight, out, out[0], False)[0]  # no backward: writes nothing
         return float(objective(data_loss, float(np.dot(coefs, coefs)), float(sample_weight.sum()), alpha, loss_scale))
 
     def split(self, flat):

@@ -130,7 +130,7 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
     # Each delta's producer also writes its column sums, its layer's intercept gradient.
     ws.chunk_loss[c], ws.chunk_weight[c] = _out_start(A, _block(batch.y, lo * n_out, m, n_out), batch.sw[lo:hi],
                                                       _block(deltas, act_off[last], m, n_out),
-                                                      grad[icpt_off[last]:icpt_off[last] + n_out])
+                                                      grad[icpt_off[last]:icpt_off[last] + n_out], backward)
     for i in range(last, -1, -1):
         D = _block(deltas, act_off[i], m, sizes[i + 1])
         A_prev = X0 if i == 0 else _block(acts, act_off[i - 1], m, sizes[i])
