@@ -269,9 +269,10 @@ def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, back
     for r in range(n_rows):
         if order[r] < 0 or order[r] >= rows.sw.size:
             return 0.0, t, EPOCH_BAD_ORDER
-    for j in range(params.size):
+    for j in range(params.size):  # a loop per row: each one vectorizes
         backup[0, j] = params[j]
-        for i in range(state.shape[0]):
+    for i in range(state.shape[0]):
+        for j in range(params.size):
             backup[i + 1, j] = state[i, j]
     dtype = params.dtype.type
     alpha, n_coef = penalty.alpha, layout.n_coef
