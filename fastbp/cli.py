@@ -110,11 +110,8 @@ class Progress:
 
 def train(args, out=None, err=None, progress=None) -> int:
     from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
 
     from . import MLPClassifier, MLPRegressor, TrainingDivergedWarning
-    from .io import save
     from .network import PREDICT_CHUNK
 
     # Looked up per call, not bound at import: redirect_stdout and test capture must see the output.
@@ -189,12 +186,7 @@ def train(args, out=None, err=None, progress=None) -> int:
     print(f"total fit: {fit_seconds:.2f} s; compile / cache load before it: {compile_seconds:.2f} s", file=out)
     # Each file is written whole or not begun: Ctrl-C while writing one is answered once it is written.
     if args.save:
-        scaler = StandardScaler()
-        scaler.mean_, scaler.scale_ = data.mean.astype(np.float64), data.scale.astype(np.float64)
-        scaler.var_, scaler.n_features_in_, scaler.n_samples_seen_ = scaler.scale_ ** 2, data.mean.shape[0], 1
-        with _deferred_interrupts():
-            save(Pipeline([("scale", scaler), ("mlp", model)]), args.save)
-            progress.saved.append(args.save)
+        _save(model, data, args.save, progress)
         print(f"saved model to {args.save} (predicts on raw features)", file=out)
     if args.plot:
         with _deferred_interrupts():
@@ -202,6 +194,22 @@ def train(args, out=None, err=None, progress=None) -> int:
             progress.saved.append(args.plot)
         print(f"wrote plot to {args.plot}", file=out)
     return 0
+
+
+def _save(model, data, path, progress):
+    """The model behind the dataset's scaling, as one pipeline that predicts on raw features."""
+    # Imported here, not with the rest: only a run that saves pays for them.
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .io import save
+
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_ = data.mean.astype(np.float64), data.scale.astype(np.float64)
+    scaler.var_, scaler.n_features_in_, scaler.n_samples_seen_ = scaler.scale_ ** 2, data.mean.shape[0], 1
+    with _deferred_interrupts():
+        save(Pipeline([("scale", scaler), ("mlp", model)]), path)
+        progress.saved.append(path)
 
 
 def _check_targets(args):
