@@ -205,3 +205,18 @@ def test_warmup_compiles_only_what_it_is_asked(monkeypatch):
     assert [f[1] for f in fits] == ["sgd", "sgd", "lbfgs", "lbfgs"] and {f[4] for f in fits} == {4, 200}
     with pytest.raises(ValueError, match="solvers must be"):
         fastbp.warmup.warmup(solvers=("rmsprop",))
+
+
+def test_entry_point_collects_again_once_loaded(monkeypatch):
+    """The entry point keeps the garbage collector off while it imports, and on (the imports frozen) after."""
+    import gc
+
+    import fastbp._entry
+
+    seen = []
+    monkeypatch.setattr(fastbp.cli, "run", lambda: seen.append((gc.isenabled(), gc.get_freeze_count())))
+    try:
+        fastbp._entry.main()
+    finally:
+        gc.unfreeze()
+    assert len(seen) == 1 and seen[0][0] and seen[0][1] > 0
