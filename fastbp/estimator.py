@@ -38,6 +38,20 @@ def _known_labels(y, classes, plain):
     return bool(np.array_equal(classes[index], y))
 
 
+def _same_classes(classes, known):
+    """Whether ``unique_labels(classes)`` equals ``known``, the sorted ``classes_`` (partial_fit's later calls).
+
+    Plain labels of ``known``'s dtype equal to it element by element are a copy of it, which unique_labels
+    gives back unchanged, as it gave ``known``: that costs a comparison, not unique_labels' target-type
+    checks (more than a tenth of an epoch on digits).  Anything else goes through unique_labels, its
+    errors included.
+    """
+    if (type(classes) is np.ndarray and classes.dtype == known.dtype and classes.dtype.kind in "biufU"
+            and np.array_equal(classes, known)):
+        return True
+    return np.array_equal(unique_labels(classes), known)
+
+
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     __doc__ = estimator_doc(
         """Multi-layer perceptron classifier, a drop-in for :class:`sklearn.neural_network.MLPClassifier`.
@@ -81,7 +95,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             multilabel = type_of_target(y).startswith("multilabel")
             self._label_binarizer = LabelBinarizer().fit(y if multilabel else classes)
             self.classes_ = self._label_binarizer.classes_
-        elif classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
+        elif classes is not None and not _same_classes(classes, self.classes_):
             raise ValueError(f"`classes={classes!r}` is not the same as on the first call to partial_fit: "
                              f"expected {self.classes_!r}")
         return self._fit(X, y, sample_weight, incremental=True)
