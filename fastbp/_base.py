@@ -239,7 +239,7 @@ class _BaseMLP(BaseEstimator):
         else:
             if self.batch_size > n_samples:
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+            batch_size = min(max(int(self.batch_size), 1), n_samples)  # np.clip's, without its array round trip
         if not sp.issparse(X):
             X = np.ascontiguousarray(X)  # rows are gathered one by one: C order makes each a contiguous copy
         trainer = Trainer(net, self._optimizer, batch_size, self.alpha, self._loss_scale())
