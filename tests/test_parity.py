@@ -306,6 +306,8 @@ def test_partial_fit_classes(cls):
     model.partial_fit(X, y)
     with pytest.raises(ValueError, match="classes not in"):
         model.partial_fit(X, np.where(y == 2, 5, y))
+    with pytest.raises(ValueError, match="classes not in"):
+        model.partial_fit(X, np.where(y == 2, -1, y))
     with pytest.raises(ValueError, match="is not the same as"):
         model.partial_fit(X, y, classes=[0, 1, 2, 3])
     model.partial_fit(X, y, classes=[2, 0, 1])  # the same classes in another order
