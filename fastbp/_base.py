@@ -426,12 +426,14 @@ class _BaseMLP(BaseEstimator):
         """Whether ``X`` is what validate_data would make of it: a C-contiguous array of the model's dtype and width.
 
         Feature names are checked the long way (an array given to a model fitted
-        on a DataFrame gets scikit-learn's warning).
+        on a DataFrame gets scikit-learn's warning).  Whether there are any is read
+        in the fitted state: through the descriptor, a miss raises and catches an
+        AttributeError, microseconds on every partial_fit and predict.
         """
         net = getattr(self, "_network", None)
         return (type(X) is np.ndarray and net is not None and X.ndim == 2 and X.dtype == net.dtype
                 and X.flags.c_contiguous and X.shape[0] > 0 and X.shape[1] == self.n_features_in_
-                and not hasattr(self, "feature_names_in_"))
+                and "feature_names_in_" not in vars(self._fitted))
 
     def _validate_params(self):
         # partial_fit validates on every call.  The constraints' verdict depends on the values only, so
