@@ -23,6 +23,7 @@ import numpy as np
 
 from ._atomic import atomic_write, check_target
 from ._config import ACTIVATIONS
+from ._entry import collect_again
 from .datasets import DATASETS, load_dataset
 from .warmup import CHUNKED_ROWS
 
@@ -135,6 +136,7 @@ def train(args, out=None, err=None, progress=None) -> int:
     step_rows = X_fit.shape[0] if solver == "lbfgs" else min(args.batch_size, X_fit.shape[0])
     # the validation score after each epoch runs forward in chunks of PREDICT_CHUNK rows
     check_memory(units, np.dtype(args.dtype).itemsize, solver, max(step_rows, min(X_val.shape[0], PREDICT_CHUNK)))
+    collect_again()  # everything imported, the dataset loaded: the work starts (see fastbp._entry)
     cls = MLPClassifier if classify else MLPRegressor
     curves = {"loss": [], "val": [], "seconds": []}
     model = cls(hidden_layer_sizes=args.hidden, activation=args.activation, solver=solver, alpha=args.alpha,
@@ -376,11 +378,13 @@ def main(argv=None) -> int:
         # Handed over whole: argparse's REMAINDER would refuse a leading option such as --quick.
         from .bench import main as bench_main
 
+        collect_again()
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     progress = Progress(getattr(args, "epochs", None))
     try:
         if args.command == "warmup":
+            collect_again()
             return warmup_command(args, progress=progress)
         return train(args, progress=progress)
     except KeyboardInterrupt:
@@ -389,6 +393,8 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError, FloatingPointError, ImportError, MemoryError) as exc:
         print(f"fastbp: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        collect_again()  # a command that ended before it started its work
 
 
 def run() -> None:

@@ -207,16 +207,44 @@ def test_warmup_compiles_only_what_it_is_asked(monkeypatch):
         fastbp.warmup.warmup(solvers=("rmsprop",))
 
 
-def test_entry_point_collects_again_once_loaded(monkeypatch):
-    """The entry point keeps the garbage collector off while it imports, and on (the imports frozen) after."""
+def test_entry_point_holds_collection_until_the_command_has_loaded(monkeypatch):
+    """The entry point turns the garbage collector off while the command loads; collect_again turns it on,
+    the imports frozen, once (and not at all where the entry point did not turn it off)."""
     import gc
 
     import fastbp._entry
 
     seen = []
-    monkeypatch.setattr(fastbp.cli, "run", lambda: seen.append((gc.isenabled(), gc.get_freeze_count())))
+
+    def run():
+        seen.append(gc.isenabled())
+        fastbp._entry.collect_again()
+        seen.append((gc.isenabled(), gc.get_freeze_count() > 0))
+
+    monkeypatch.setattr(fastbp.cli, "run", run)
     try:
         fastbp._entry.main()
+        assert seen == [False, (True, True)]
+        gc.disable()
+        fastbp._entry.collect_again()  # the entry point's hold is over: a caller's own choice stands
+        assert not gc.isenabled()
     finally:
+        gc.enable()
         gc.unfreeze()
-    assert len(seen) == 1 and seen[0][0] and seen[0][1] > 0
+
+
+def test_train_collects_again_before_its_work(monkeypatch, capsys):
+    import gc
+
+    import fastbp._entry
+
+    seen, compile_ = [], fastbp.cli._compile
+    monkeypatch.setattr(fastbp.cli, "_compile", lambda *args: (seen.append(gc.isenabled()), compile_(*args))[1])
+    monkeypatch.setattr(fastbp._entry, "_held", True)
+    gc.disable()
+    try:
+        assert fastbp.cli.main(["train", "iris", "--epochs", "1", "--quiet"]) == 0
+        assert seen == [True] and not fastbp._entry._held  # on before compiling
+    finally:
+        gc.enable()
+        gc.unfreeze()
