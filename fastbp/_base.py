@@ -239,7 +239,7 @@ class _BaseMLP(BaseEstimator):
         else:
             if self.batch_size > n_samples:
                 warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+            batch_size = min(max(int(self.batch_size), 1), n_samples)  # np.clip's, without its array round trip
         if not sp.issparse(X):
             X = np.ascontiguousarray(X)  # rows are gathered one by one: C order makes each a contiguous copy
         trainer = Trainer(net, self._optimizer, batch_size, self.alpha, self._loss_scale())
@@ -426,12 +426,14 @@ class _BaseMLP(BaseEstimator):
         """Whether ``X`` is what validate_data would make of it: a C-contiguous array of the model's dtype and width.
 
         Feature names are checked the long way (an array given to a model fitted
-        on a DataFrame gets scikit-learn's warning).
+        on a DataFrame gets scikit-learn's warning).  Whether there are any is read
+        in the fitted state: through the descriptor, a miss raises and catches an
+        AttributeError, microseconds on every partial_fit and predict.
         """
         net = getattr(self, "_network", None)
         return (type(X) is np.ndarray and net is not None and X.ndim == 2 and X.dtype == net.dtype
                 and X.flags.c_contiguous and X.shape[0] > 0 and X.shape[1] == self.n_features_in_
-                and not hasattr(self, "feature_names_in_"))
+                and "feature_names_in_" not in vars(self._fitted))
 
     def _validate_params(self):
         # partial_fit validates on every call.  The constraints' verdict depends on the values only, so

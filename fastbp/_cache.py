@@ -4,10 +4,13 @@ Numba keys each cached function on its own source file only.  ``step.py``'s
 functions inline the kernels of ``kernels.py`` and the flags of ``_config.py``,
 so editing one of those would leave ``step.py``'s cached machine code stale,
 silently.  :func:`refresh` runs when ``fastbp._config`` is imported, before any
-function compiles: it hashes the source of every module in :data:`JIT_SOURCES`
-and compares the hash with a stamp file in the cache folder; on a mismatch it
-deletes fastbp's cached code there and writes the new stamp.  It never fails
-(a read-only folder is left alone) and costs about a millisecond.
+function compiles: it compares the source of every module in :data:`JIT_SOURCES`
+with a stamp file in the cache folder; on a mismatch it deletes fastbp's cached
+code there and writes the new stamp.  It never fails (a read-only folder is left
+alone).  The stamp holds a hash of the sources and their sizes and modification
+times: while those match, the sources are not read (as Python trusts a .pyc,
+and Numba its own index, on a source file's size and modification time); when
+they differ the hash decides, so a file touched but not changed keeps its code.
 
 Numba looks for a function's cache in this order (``numba.core.caching``):
 ``NUMBA_CACHE_DIR`` when set, the package's ``__pycache__`` when writable, and a
@@ -38,6 +41,18 @@ def source_hash() -> str:
         except OSError:  # a frozen or zipped install: Numba cannot cache from source there either
             digest.update(b"?")
     return digest.hexdigest()
+
+
+def source_stat() -> str:
+    """The size and modification time of every module in :data:`JIT_SOURCES`: they change with an edit."""
+    parts = []
+    for name in JIT_SOURCES:
+        try:
+            info = os.stat(os.path.join(PACKAGE_DIR, name))
+            parts.append(f"{name}:{info.st_size}:{info.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{name}:?")
+    return " ".join(parts)
 
 
 def cache_dirs() -> list:
@@ -79,7 +94,7 @@ def clear() -> list:
 
 def refresh() -> None:
     """Drop cached code compiled from other source than this; see the module's docstring."""
-    current = source_hash()
+    stat, current = source_stat(), None
     writable_found = False
     for folder in cache_dirs():
         if writable_found and not os.path.isdir(folder):
@@ -87,10 +102,13 @@ def refresh() -> None:
         stamp = os.path.join(folder, STAMP_NAME)
         try:
             os.makedirs(folder, exist_ok=True)  # as Numba would: so that the stamp is there before its files
-            if _read(stamp) != current:
-                _delete(cache_files(folder))  # no stamp, or another one: compiled from other source
-                with open(stamp, "w") as f:
-                    f.write(current)
+            stamped_hash, _, stamped_stat = (_read(stamp) or "").partition("\n")
+            if stamped_stat != stat:
+                current = source_hash() if current is None else current  # read once, and only here
+                if stamped_hash != current:
+                    _delete(cache_files(folder))  # no stamp, or another one: compiled from other source
+                with open(stamp, "w") as f:  # the same source touched, or new: the stamp takes its times
+                    f.write(f"{current}\n{stat}")
             writable_found = os.access(folder, os.W_OK)
         except OSError:
             continue  # read-only: Numba does not use it either, and falls back to the next folder

@@ -23,6 +23,7 @@ import numpy as np
 
 from ._atomic import atomic_write, check_target
 from ._config import ACTIVATIONS
+from ._entry import collect_again
 from .datasets import DATASETS, load_dataset
 from .warmup import CHUNKED_ROWS
 
@@ -110,11 +111,8 @@ class Progress:
 
 def train(args, out=None, err=None, progress=None) -> int:
     from sklearn.model_selection import train_test_split
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
 
     from . import MLPClassifier, MLPRegressor, TrainingDivergedWarning
-    from .io import save
     from .network import PREDICT_CHUNK
 
     # Looked up per call, not bound at import: redirect_stdout and test capture must see the output.
@@ -138,6 +136,7 @@ def train(args, out=None, err=None, progress=None) -> int:
     step_rows = X_fit.shape[0] if solver == "lbfgs" else min(args.batch_size, X_fit.shape[0])
     # the validation score after each epoch runs forward in chunks of PREDICT_CHUNK rows
     check_memory(units, np.dtype(args.dtype).itemsize, solver, max(step_rows, min(X_val.shape[0], PREDICT_CHUNK)))
+    collect_again()  # everything imported, the dataset loaded: the work starts (see fastbp._entry)
     cls = MLPClassifier if classify else MLPRegressor
     curves = {"loss": [], "val": [], "seconds": []}
     model = cls(hidden_layer_sizes=args.hidden, activation=args.activation, solver=solver, alpha=args.alpha,
@@ -189,12 +188,7 @@ def train(args, out=None, err=None, progress=None) -> int:
     print(f"total fit: {fit_seconds:.2f} s; compile / cache load before it: {compile_seconds:.2f} s", file=out)
     # Each file is written whole or not begun: Ctrl-C while writing one is answered once it is written.
     if args.save:
-        scaler = StandardScaler()
-        scaler.mean_, scaler.scale_ = data.mean.astype(np.float64), data.scale.astype(np.float64)
-        scaler.var_, scaler.n_features_in_, scaler.n_samples_seen_ = scaler.scale_ ** 2, data.mean.shape[0], 1
-        with _deferred_interrupts():
-            save(Pipeline([("scale", scaler), ("mlp", model)]), args.save)
-            progress.saved.append(args.save)
+        _save(model, data, args.save, progress)
         print(f"saved model to {args.save} (predicts on raw features)", file=out)
     if args.plot:
         with _deferred_interrupts():
@@ -202,6 +196,22 @@ def train(args, out=None, err=None, progress=None) -> int:
             progress.saved.append(args.plot)
         print(f"wrote plot to {args.plot}", file=out)
     return 0
+
+
+def _save(model, data, path, progress):
+    """The model behind the dataset's scaling, as one pipeline that predicts on raw features."""
+    # Imported here, not with the rest: only a run that saves pays for them.
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .io import save
+
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_ = data.mean.astype(np.float64), data.scale.astype(np.float64)
+    scaler.var_, scaler.n_features_in_, scaler.n_samples_seen_ = scaler.scale_ ** 2, data.mean.shape[0], 1
+    with _deferred_interrupts():
+        save(Pipeline([("scale", scaler), ("mlp", model)]), path)
+        progress.saved.append(path)
 
 
 def _check_targets(args):
@@ -368,11 +378,13 @@ def main(argv=None) -> int:
         # Handed over whole: argparse's REMAINDER would refuse a leading option such as --quick.
         from .bench import main as bench_main
 
+        collect_again()
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     progress = Progress(getattr(args, "epochs", None))
     try:
         if args.command == "warmup":
+            collect_again()
             return warmup_command(args, progress=progress)
         return train(args, progress=progress)
     except KeyboardInterrupt:
@@ -381,6 +393,8 @@ def main(argv=None) -> int:
     except (ValueError, TypeError, OSError, FloatingPointError, ImportError, MemoryError) as exc:
         print(f"fastbp: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        collect_again()  # a command that ended before it started its work
 
 
 def run() -> None:

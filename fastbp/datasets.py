@@ -12,25 +12,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn import datasets as skd
-from sklearn.model_selection import train_test_split
 
 _N = 1000
-_LOADERS: dict[str, tuple[str, Callable[[int], tuple[np.ndarray, np.ndarray]]]] = {
-    "digits": ("classification", lambda rs: skd.load_digits(return_X_y=True)),
-    "iris": ("classification", lambda rs: skd.load_iris(return_X_y=True)),
-    "wine": ("classification", lambda rs: skd.load_wine(return_X_y=True)),
-    "breast_cancer": ("classification", lambda rs: skd.load_breast_cancer(return_X_y=True)),
-    "moons": ("classification", lambda rs: skd.make_moons(_N, noise=0.2, random_state=rs)),
+# Each loader takes sklearn.datasets and the seed.  That package is imported only when a dataset is
+# loaded: with the loaders of its downloadable sets it costs a command that loads none (``fastbp warmup``,
+# ``fastbp train --help``, a bad option) about 0.1 s.
+_LOADERS: dict[str, tuple[str, Callable[[Any, int], tuple[np.ndarray, np.ndarray]]]] = {
+    "digits": ("classification", lambda skd, rs: skd.load_digits(return_X_y=True)),
+    "iris": ("classification", lambda skd, rs: skd.load_iris(return_X_y=True)),
+    "wine": ("classification", lambda skd, rs: skd.load_wine(return_X_y=True)),
+    "breast_cancer": ("classification", lambda skd, rs: skd.load_breast_cancer(return_X_y=True)),
+    "moons": ("classification", lambda skd, rs: skd.make_moons(_N, noise=0.2, random_state=rs)),
     "circles": ("classification",
-                lambda rs: skd.make_circles(_N, noise=0.1, factor=0.5, random_state=rs)),
-    "blobs": ("classification", lambda rs: skd.make_blobs(_N, centers=3, random_state=rs)),
-    "classification": ("classification", lambda rs: skd.make_classification(
+                lambda skd, rs: skd.make_circles(_N, noise=0.1, factor=0.5, random_state=rs)),
+    "blobs": ("classification", lambda skd, rs: skd.make_blobs(_N, centers=3, random_state=rs)),
+    "classification": ("classification", lambda skd, rs: skd.make_classification(
         _N, n_features=20, n_informative=5, n_classes=3, random_state=rs)),
-    "diabetes": ("regression", lambda rs: skd.load_diabetes(return_X_y=True)),
+    "diabetes": ("regression", lambda skd, rs: skd.load_diabetes(return_X_y=True)),
     "regression": ("regression",
-                   lambda rs: skd.make_regression(_N, n_features=10, noise=10.0, random_state=rs)),
-    "friedman1": ("regression", lambda rs: skd.make_friedman1(_N, noise=1.0, random_state=rs)),
+                   lambda skd, rs: skd.make_regression(_N, n_features=10, noise=10.0, random_state=rs)),
+    "friedman1": ("regression", lambda skd, rs: skd.make_friedman1(_N, noise=1.0, random_state=rs)),
 }
 
 #: Dataset name -> task (``"classification"`` or ``"regression"``).
@@ -118,8 +119,10 @@ def load_raw(name: str, *, random_state: int = 0) -> tuple[np.ndarray, np.ndarra
     -------
     X : np.ndarray of float64, y : np.ndarray, task : str
     """
+    from sklearn import datasets
+
     task = _check_name(name)
-    X, y = _LOADERS[name][1](random_state)
+    X, y = _LOADERS[name][1](datasets, random_state)
     y = np.asarray(y, dtype=np.int64 if task == "classification" else np.float64)
     return np.asarray(X, dtype=np.float64), y, task
 
@@ -146,6 +149,8 @@ def load_dataset(name: str, *, test_size: float = 0.25, random_state: int = 0,
     Dataset
         Raises ``ValueError`` for an unknown name, bad ``test_size`` or dtype.
     """
+    from sklearn.model_selection import train_test_split
+
     task = _check_name(name)
     if not 0.0 < float(test_size) < 1.0:
         raise ValueError(f"test_size must be in the open interval (0, 1), got {test_size!r}")

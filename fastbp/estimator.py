@@ -31,11 +31,43 @@ def _plain_labels(y, classes):
 
 
 def _known_labels(y, classes, plain):
-    """Whether every label of ``y`` is in the sorted ``classes``: binary search for plain labels (no sort of y)."""
+    """Whether every label of ``y`` is in the sorted ``classes``, and for plain labels their positions there.
+
+    Plain labels are found by :func:`_label_index` (no sort of y), which also gives their encoding its
+    positions; others by unique_labels.
+    """
     if not plain:
-        return not len(np.setdiff1d(unique_labels(y), classes))
-    index = np.minimum(np.searchsorted(classes, y), classes.shape[0] - 1)
-    return bool(np.array_equal(classes[index], y))
+        return not len(np.setdiff1d(unique_labels(y), classes)), None
+    index = _label_index(y, classes)
+    return index is not None, index
+
+
+def _label_index(y, classes):
+    """Each plain label's position in the sorted ``classes``, or None where one is not among them.
+
+    Integer classes from 0 to n - 1 (sorted and unique: exactly those n) are their own positions, so a
+    range check of y does what a binary search and a comparison of every label would; other classes are
+    binary-searched.
+    """
+    n = classes.shape[0]
+    if y.dtype.kind in "iu" and classes.dtype.kind in "iu" and classes[0] == 0 and classes[-1] == n - 1:
+        return y if 0 <= y.min() and y.max() < n else None
+    index = np.minimum(np.searchsorted(classes, y), n - 1)
+    return index if np.array_equal(classes[index], y) else None
+
+
+def _same_classes(classes, known):
+    """Whether ``unique_labels(classes)`` equals ``known``, the sorted ``classes_`` (partial_fit's later calls).
+
+    Plain labels of ``known``'s dtype equal to it element by element are a copy of it, which unique_labels
+    gives back unchanged, as it gave ``known``: that costs a comparison, not unique_labels' target-type
+    checks (more than a tenth of an epoch on digits).  Anything else goes through unique_labels, its
+    errors included.
+    """
+    if (type(classes) is np.ndarray and classes.dtype == known.dtype and classes.dtype.kind in "biufU"
+            and np.array_equal(classes, known)):
+        return True
+    return np.array_equal(unique_labels(classes), known)
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
@@ -81,7 +113,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             multilabel = type_of_target(y).startswith("multilabel")
             self._label_binarizer = LabelBinarizer().fit(y if multilabel else classes)
             self.classes_ = self._label_binarizer.classes_
-        elif classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
+        elif classes is not None and not _same_classes(classes, self.classes_):
             raise ValueError(f"`classes={classes!r}` is not the same as on the first call to partial_fit: "
                              f"expected {self.classes_!r}")
         return self._fit(X, y, sample_weight, incremental=True)
@@ -93,6 +125,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         X, y = self._common_validation(X, y, reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        index = None  # the labels' positions in classes_, where checking them found those
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
             self._label_binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._label_binarizer.classes_
@@ -103,23 +136,27 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 if set(classes) != set(self.classes_):
                     raise ValueError("warm_start can only be used where `y` has the same classes as in the previous "
                                      f"call to fit. Previously got {self.classes_}, `y` has {classes}")
-            elif not _known_labels(y, self.classes_, plain):
-                classes = np.unique(y) if plain else unique_labels(y)
-                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
-                                 f"'y' has {classes}.")
-        return X, self._encode_labels(y, X.dtype)
+            else:
+                known, index = _known_labels(y, self.classes_, plain)
+                if not known:
+                    classes = np.unique(y) if plain else unique_labels(y)
+                    raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                     f"{self.classes_}. 'y' has {classes}.")
+        return X, self._encode_labels(y, X.dtype, index)
 
-    def _encode_labels(self, y, dtype):
+    def _encode_labels(self, y, dtype, index=None):
         """Targets for the network: one-hot, one 0/1 column (binary) or the label matrix (multilabel).
 
         For plain 1-D labels (numbers, strings) this indexes directly instead of calling
         ``LabelBinarizer.transform``, whose target-type checks cost more than an
-        epoch of training on a small dataset (partial_fit pays them every call).
+        epoch of training on a small dataset (partial_fit pays them every call);
+        ``index``: the labels' positions in ``classes_``, where the caller has them.
         """
         binarizer = self._label_binarizer
         if binarizer.y_type_ not in ("binary", "multiclass") or not _plain_labels(y, self.classes_):
             return binarizer.transform(y).astype(dtype)
-        index = np.searchsorted(self.classes_, y)  # classes_ is sorted (np.unique)
+        if index is None:
+            index = np.searchsorted(self.classes_, y)  # classes_ is sorted (np.unique)
         if binarizer.y_type_ == "binary":
             return (index == 1).astype(dtype).reshape(-1, 1)
         Y = np.zeros((y.shape[0], self.classes_.shape[0]), dtype)

@@ -43,10 +43,37 @@ def test_refresh_drops_code_when_any_jitted_source_changed(package, edited):
         f.write("\n# edited\n")
     cache.refresh()
     assert sorted(os.listdir(folder)) == [cache.STAMP_NAME, "kernels.cpython-311.pyc"]
-    assert (folder / cache.STAMP_NAME).read_text() == cache.source_hash()
+    assert (folder / cache.STAMP_NAME).read_text().partition("\n")[0] == cache.source_hash()
     (folder / "step._train_epoch-40.py311.nbi").write_bytes(b"x")  # compiled from the edited source
     cache.refresh()
     assert len(cache.cache_files(str(folder))) == 1
+
+
+def test_refresh_reads_no_source_while_sizes_and_times_match(package, monkeypatch):
+    _, folder = package
+    monkeypatch.setattr(cache, "source_hash", lambda: pytest.fail("the sources were read"))
+    cache.refresh()
+    assert len(cache.cache_files(str(folder))) == 2
+
+
+def test_refresh_keeps_code_of_a_touched_source_and_restamps(package, monkeypatch):
+    source, folder = package
+    info = os.stat(source / "step.py")
+    os.utime(source / "step.py", ns=(info.st_atime_ns, info.st_mtime_ns + 10 ** 9))
+    cache.refresh()
+    assert len(cache.cache_files(str(folder))) == 2
+    monkeypatch.setattr(cache, "source_hash", lambda: pytest.fail("the sources were read again"))
+    cache.refresh()  # the stamp took the new time
+
+
+def test_refresh_drops_code_of_an_edit_of_the_same_size(package):
+    source, folder = package
+    text = (source / "kernels.py").read_bytes()
+    info = os.stat(source / "kernels.py")
+    (source / "kernels.py").write_bytes(text[:-1] + (b"#" if text[-1:] != b"#" else b" "))
+    os.utime(source / "kernels.py", ns=(info.st_atime_ns, info.st_mtime_ns + 1))  # even within one clock tick
+    cache.refresh()
+    assert cache.cache_files(str(folder)) == []
 
 
 def test_refresh_drops_code_of_unknown_source(package):

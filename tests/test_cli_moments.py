@@ -205,3 +205,46 @@ def test_warmup_compiles_only_what_it_is_asked(monkeypatch):
     assert [f[1] for f in fits] == ["sgd", "sgd", "lbfgs", "lbfgs"] and {f[4] for f in fits} == {4, 200}
     with pytest.raises(ValueError, match="solvers must be"):
         fastbp.warmup.warmup(solvers=("rmsprop",))
+
+
+def test_entry_point_holds_collection_until_the_command_has_loaded(monkeypatch):
+    """The entry point turns the garbage collector off while the command loads; collect_again turns it on,
+    the imports frozen, once (and not at all where the entry point did not turn it off)."""
+    import gc
+
+    import fastbp._entry
+
+    seen = []
+
+    def run():
+        seen.append(gc.isenabled())
+        fastbp._entry.collect_again()
+        seen.append((gc.isenabled(), gc.get_freeze_count() > 0))
+
+    monkeypatch.setattr(fastbp.cli, "run", run)
+    try:
+        fastbp._entry.main()
+        assert seen == [False, (True, True)]
+        gc.disable()
+        fastbp._entry.collect_again()  # the entry point's hold is over: a caller's own choice stands
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def test_train_collects_again_before_its_work(monkeypatch, capsys):
+    import gc
+
+    import fastbp._entry
+
+    seen, compile_ = [], fastbp.cli._compile
+    monkeypatch.setattr(fastbp.cli, "_compile", lambda *args: (seen.append(gc.isenabled()), compile_(*args))[1])
+    monkeypatch.setattr(fastbp._entry, "_held", True)
+    gc.disable()
+    try:
+        assert fastbp.cli.main(["train", "iris", "--epochs", "1", "--quiet"]) == 0
+        assert seen == [True] and not fastbp._entry._held  # on before compiling
+    finally:
+        gc.enable()
+        gc.unfreeze()

@@ -306,11 +306,19 @@ def test_partial_fit_classes(cls):
     model.partial_fit(X, y)
     with pytest.raises(ValueError, match="classes not in"):
         model.partial_fit(X, np.where(y == 2, 5, y))
+    with pytest.raises(ValueError, match="classes not in"):
+        model.partial_fit(X, np.where(y == 2, -1, y))
     with pytest.raises(ValueError, match="is not the same as"):
         model.partial_fit(X, y, classes=[0, 1, 2, 3])
     model.partial_fit(X, y, classes=[2, 0, 1])  # the same classes in another order
+    model.partial_fit(X, y, classes=model.classes_.copy())  # the very classes_ again
+    model.partial_fit(X, y, classes=np.array([0.0, 1.0, 2.0]))  # the same values in another dtype
+    with pytest.raises(ValueError, match="is not the same as"):
+        model.partial_fit(X, y, classes=np.array([0, 1, 3]))
+    with pytest.raises(ValueError, match="Unknown label type"):
+        model.partial_fit(X, y, classes=np.array([0.5, 1.0, 2.0]))
     assert model.n_iter_ == 1  # as in scikit-learn: the epochs of the last call
-    assert model.t_ == head.sum() + 2 * len(X)  # the calls that raised trained nothing
+    assert model.t_ == head.sum() + 4 * len(X)  # the calls that raised trained nothing
     with pytest.raises(ValueError, match="early_stopping"):
         cls(early_stopping=True).partial_fit(X, y, classes=[0, 1, 2])
 
