@@ -8,7 +8,7 @@ one pass, L-BFGS hands it to scipy as it is, and saving is one array.
 
 import numpy as np
 
-from ._config import ACTIVATIONS, OUT_ACTIVATIONS, activation_code
+from ._config import ACTIVATIONS, CHUNK_ROWS, OUT_ACTIVATIONS, activation_code
 from ._threads import chunked
 from ._validation import check_matrix, check_sample_weight, check_vector
 from .kernels import OUTPUT
@@ -18,10 +18,8 @@ PREDICT_CHUNK = 2048  # rows per forward chunk in predict: bounds memory at chun
 PREDICT_BYTES = 64 << 20  # and fewer rows for wide networks: predict's scratch memory stays below this
 
 # Row chunks of a training batch (see fastbp._threads): at least CHUNK_ROWS rows
-# each, since smaller products gain nothing from the split (measured: batch 128
-# in two chunks is no faster than one); a power of two up to MAX_CHUNKS, so two
-# or four cores share them evenly; and their extra gradient buffers bounded.
-CHUNK_ROWS = 100
+# each (fastbp._config); a power of two up to MAX_CHUNKS, so two or four cores
+# share them evenly; and their extra gradient buffers bounded.
 MAX_CHUNKS = 8
 MAX_PARTIAL_BYTES = 64 << 20
 

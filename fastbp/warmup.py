@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from numba.core import event as _numba_event
 
-from ._config import ACTIVATIONS
+from ._config import ACTIVATIONS, CHUNK_ROWS
 
 DTYPES = ("float32", "float64")
 SOLVERS = ("sgd", "adam", "lbfgs")
@@ -22,7 +22,7 @@ SOLVERS = ("sgd", "adam", "lbfgs")
 # (fastbp.step.kernels_for): each task stands for one output activation.
 TASKS = ("multiclass", "binary", "regression", "poisson")  # softmax, logistic, identity, exp
 # Batches of this many rows or more run in row chunks on Numba's threads (fastbp.network.chunk_count).
-CHUNKED_ROWS = 200
+CHUNKED_ROWS = 2 * CHUNK_ROWS
 
 
 def _names(value, allowed, what):
