@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from ._config import FLOAT_DTYPES
 from ._fitted import STOPPING_FIELDS, FittedState, fitted_fields
 from ._threads import fit_scope
 from ._threads import limit as limit_threads
@@ -412,27 +413,35 @@ class _BaseMLP(BaseEstimator):
             self._set_network(self._network)
 
     def _common_validation(self, X, y, reset, **kwargs):
-        if (not reset and self._ready_input(X) and _plain_targets(y, X.shape[0])
+        if (self._ready_input(X, reset) and _plain_targets(y, X.shape[0], kwargs.get("y_numeric", False))
                 and np.isfinite(X.sum()) and (y.dtype.kind != "f" or np.isfinite(y.sum()))):
             # What validate_data would return unchanged, every one of its checks passed: shapes, dtype,
             # feature count, finiteness (a finite sum has finite terms; one that is not goes the long way,
-            # whose error messages are scikit-learn's).  partial_fit pays validate_data on every call.
+            # whose error messages are scikit-learn's).  partial_fit pays validate_data on every call, and
+            # at digits' size a fit's validation costs as much as two epochs.
+            if reset:  # what validate_data records of an array without feature names
+                self.n_features_in_ = X.shape[1]
+                self._fitted.discard(["feature_names_in_"])
             return X, y
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                              dtype=(np.float64, np.float32), reset=reset, **kwargs)
         return _checked_csr(X), y
 
-    def _ready_input(self, X):
+    def _ready_input(self, X, reset=False):
         """Whether ``X`` is what validate_data would make of it: a C-contiguous array of the model's dtype and width.
 
+        With ``reset`` (a fresh fit), any float32 or float64 array with rows and columns.
         Feature names are checked the long way (an array given to a model fitted
         on a DataFrame gets scikit-learn's warning).  Whether there are any is read
         in the fitted state: through the descriptor, a miss raises and catches an
         AttributeError, microseconds on every partial_fit and predict.
         """
+        if type(X) is not np.ndarray or X.ndim != 2 or not X.flags.c_contiguous or X.shape[0] == 0:
+            return False
+        if reset:
+            return X.dtype in FLOAT_DTYPES and X.shape[1] > 0
         net = getattr(self, "_network", None)
-        return (type(X) is np.ndarray and net is not None and X.ndim == 2 and X.dtype == net.dtype
-                and X.flags.c_contiguous and X.shape[0] > 0 and X.shape[1] == self.n_features_in_
+        return (net is not None and X.dtype == net.dtype and X.shape[1] == self.n_features_in_
                 and "feature_names_in_" not in vars(self._fitted))
 
     def _validate_params(self):
@@ -450,13 +459,14 @@ class _BaseMLP(BaseEstimator):
         return isinstance(self, ClassifierMixin)
 
 
-def _plain_targets(y, n_rows):
-    """Whether ``y`` is an array of numbers or strings, ``n_rows`` rows, 1-D or 2-D, that validate_data leaves as it is.
+def _plain_targets(y, n_rows, numeric=False):
+    """Whether ``y`` is an array of numbers (or strings, unless ``numeric``), ``n_rows`` rows, 1-D or 2-D, that
+    validate_data leaves as it is.
 
     Not object arrays: validate_data looks for NaN among their elements.
     """
-    return (type(y) is np.ndarray and y.ndim in (1, 2) and y.shape[0] == n_rows and y.dtype.kind in "biufUS"
-            and (y.ndim == 1 or y.shape[1] > 0))
+    return (type(y) is np.ndarray and y.ndim in (1, 2) and y.shape[0] == n_rows
+            and y.dtype.kind in ("biuf" if numeric else "biufUS") and (y.ndim == 1 or y.shape[1] > 0))
 
 
 def _copy_into(network, arrays):

@@ -375,3 +375,17 @@ def test_fitted_state_restore_refuses_inconsistent_input():
         with pytest.raises(ValueError, match=match):
             MLPClassifier()._import_fitted(bad_meta, bad_arrays)
     assert not hasattr(MLPClassifier(), "n_iter_")  # unset fields are missing attributes, as in scikit-learn
+
+
+def test_refit_on_a_plain_array_forgets_feature_names_and_width():
+    # A fresh fit of a ready float array skips validate_data: it must record what validate_data would.
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3)).astype(np.float32)
+    y = np.arange(40) % 2
+    model = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2).fit(pd.DataFrame(X, columns=["a", "b", "c"]), y)
+    assert list(model.feature_names_in_) == ["a", "b", "c"]
+    model.fit(np.hstack([X, X]), y)
+    assert not hasattr(model, "feature_names_in_") and model.n_features_in_ == 6
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit(np.where(X > 1, np.nan, X), y)
