@@ -47,7 +47,6 @@ from collections import namedtuple
 import numpy as np
 from numba import prange
 
-from ._blas import gemm
 from ._config import (
     ADAM,
     ALL_ACTIVATIONS,
@@ -59,6 +58,8 @@ from ._config import (
     jit_parallel,
     specialize,
 )
+from ._intrinsics import block as _block
+from ._intrinsics import gemm
 from .kernels import BACKWARD, FORWARD, OUTPUT, _all_finite
 
 Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
@@ -81,12 +82,6 @@ def objective(data_loss, squared_norm, weight, alpha, loss_scale):
 
 
 _objective = jit_inner(objective)
-
-
-@jit_inner
-def _block(buf, offset, rows, cols):
-    """A (rows, cols) C-contiguous view of the flat ``buf`` starting at ``offset``."""
-    return buf[offset:offset + rows * cols].reshape((rows, cols))
 
 
 # The activation and loss kernels of a network, set in each compiled copy of

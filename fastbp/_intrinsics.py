@@ -1,4 +1,6 @@
-"""The matrix product of the nopython code: one direct call of BLAS ``sgemm`` / ``dgemm``.
+"""Two operations of the nopython core written straight as LLVM IR: the matrix product and the block view.
+
+:func:`gemm` is one direct call of BLAS ``sgemm`` / ``dgemm``.
 
 ``np.dot(A, B, out)`` in nopython compiles an implementation of its own per
 combination of layouts (about 0.4 s of a first fit) and checks shapes and
@@ -18,6 +20,8 @@ from llvmlite import binding, ir
 from numba import config, types
 from numba.core import cgutils
 from numba.core.extending import get_cython_function_address, intrinsic
+from numba.core.imputils import impl_ret_borrowed
+from numba.np.arrayobj import populate_array
 
 _SYMBOLS = {types.float32: "fastbp_sgemm", types.float64: "fastbp_dgemm"}
 for _dtype, _symbol in _SYMBOLS.items():
@@ -79,3 +83,38 @@ def _gemm(typingctx, A, B, C, trans_a, trans_b):
 
 
 gemm = _python_gemm if config.DISABLE_JIT else _gemm
+
+
+def _python_block(buf, offset, rows, cols):
+    return buf[offset:offset + rows * cols].reshape((rows, cols))
+
+
+@intrinsic
+def _block(typingctx, buf, offset, rows, cols):
+    """The (rows, cols) C-contiguous view of the 1-D C-contiguous ``buf`` from element ``offset`` on.
+
+    What ``buf[offset:offset + rows * cols].reshape((rows, cols))`` gives, without
+    the reshape's run-time shape check and its error path (a C helper call at each
+    of the many views a step takes, and compile time at each call site): the
+    caller's offsets come from the network's own layout, within ``buf``.
+    """
+    if not (isinstance(buf, types.Array) and buf.ndim == 1 and buf.layout == "C"
+            and all(isinstance(n, types.Integer) for n in (offset, rows, cols))):
+        return None
+    view = buf.copy(ndim=2)
+
+    def codegen(context, builder, signature, args):
+        source = context.make_array(buf)(context, builder, args[0])
+        offset_, rows_, cols_ = (context.cast(builder, value, ty, types.intp)
+                                 for value, ty in zip(args[1:], signature.args[1:]))
+        result = context.make_array(view)(context, builder)
+        itemsize = source.itemsize
+        populate_array(result, data=builder.gep(source.data, [offset_]), shape=[rows_, cols_],
+                       strides=[builder.mul(cols_, itemsize), itemsize], itemsize=itemsize,
+                       meminfo=source.meminfo, parent=source.parent)
+        return impl_ret_borrowed(context, builder, view, result._getvalue())  # a view: it holds a reference
+
+    return view(buf, offset, rows, cols), codegen
+
+
+block = _python_block if config.DISABLE_JIT else _block
