@@ -32,6 +32,7 @@ from ._config import (
     jit_inline,
     specialize,
 )
+from ._intrinsics import gemm
 from ._validation import check_affine_backward, check_loss_inputs, check_matrix, check_out, check_vector
 
 # 2^n for n = -126 ... 0: the scaling step of _exp_nonpositive.
@@ -219,7 +220,7 @@ def _bias_activation(Z, b, code):
 
 @jit
 def _affine_forward(X, W, b, code, out):
-    np.dot(X, W, out)
+    gemm(X, W, out, 0, 0)
     return _bias_activation(out, b, code)
 
 
@@ -269,10 +270,10 @@ def _column_sums(dY, db):
 @jit
 def _affine_backward(X, W, dY, dX, dW, db, need_dx):
     """``dW = X.T @ dY``, ``db = sum_rows dY`` and, if ``need_dx``, ``dX = dY @ W.T``."""
-    np.dot(X.T, dY, dW)
+    gemm(X, dY, dW, 1, 0)
     _column_sums(dY, db)
     if need_dx:
-        np.dot(dY, W.T, dX)
+        gemm(dY, W, dX, 0, 1)
 
 
 # The output losses: each the sample-weighted *sum* over rows of the loss paired

@@ -15,7 +15,7 @@ import time
 
 from .protocol import child_env
 
-_CLI = "import sys; from fastbp.cli import main; sys.exit(main())"  # what the `fastbp` console script runs
+_CLI = "from fastbp._entry import main; main()"  # what the `fastbp` console script runs (fastbp._entry:main)
 
 # A first and a second fit of one estimator in a fresh process: seconds of `import fastbp` and of each fit.
 _FIRST_FIT = """import json, sys, time
