@@ -34,7 +34,7 @@ from contextlib import contextmanager
 
 import numba
 from numba.np.ufunc import parallel as _numba_parallel
-from threadpoolctl import ThreadpoolController, threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 LOCK = threading.RLock()
 _local = threading.local()  # .cap: the n_threads of the estimator fitting in this thread
@@ -67,19 +67,24 @@ def limit(n_threads):
     The BLAS limit is process-wide, so a block that sets one holds :data:`LOCK`:
     two fits with ``n_threads`` in two threads run one after the other, each at
     its own count, and the count in force before is restored after the last.
-    None takes no lock and skips ``threadpool_limits``, which inspects every
-    loaded library: milliseconds per call, more than a small ``predict`` takes.
+    The BLAS libraries are those found at the first call (:func:`_blas_libraries`):
+    ``threadpool_limits`` would inspect every loaded library again, milliseconds
+    per call, more than a small ``fit`` or ``predict`` takes.
     """
     if n_threads is None:
         yield
         return
     before = getattr(_local, "cap", None)
-    with LOCK, threadpool_limits(limits=n_threads, user_api="blas"):
+    with LOCK:
+        libraries = _blas_libraries()
+        counts = [get() for get, _ in libraries]
+        _set_blas_threads(libraries, [n_threads if n is not None and n != n_threads else None for n in counts])
         _local.cap = n_threads
         try:
             yield
         finally:
             _local.cap = before
+            _set_blas_threads(libraries, [n if n is not None and n != n_threads else None for n in counts])
 
 
 def chunk_threads(n_chunks: int) -> int:
