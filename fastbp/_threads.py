@@ -106,7 +106,7 @@ def _blas_libraries():
     """
     global _blas
     if _blas is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS behind np.dot in nopython: make sure it is loaded)
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS behind fastbp._intrinsics.gemm: loaded)
 
         _blas = []
         for lib in ThreadpoolController().select(user_api="blas").lib_controllers:

@@ -198,7 +198,7 @@ _GEMM = {}  # dtype -> scipy's ?gemm: the lookup costs more than a small product
 
 
 def gemm(A, B, out):
-    """``out[...] = A @ B`` in scipy's BLAS, the library fastbp's nopython ``np.dot`` calls; ``out`` C-contiguous.
+    """``out[...] = A @ B`` in scipy's BLAS, the library fastbp's nopython ``gemm`` calls; ``out`` C-contiguous.
 
     BLAS is column-major, so it computes ``out.T = B.T @ A.T``; each operand
     goes in as the Fortran-ordered array it already is (transposed or not), so

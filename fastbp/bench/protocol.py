@@ -108,7 +108,7 @@ def blas_threads(n: int):
     if n >= ALL_CORES:
         return nullcontext()
     if _controller is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (scipy's BLAS, the one fastbp's nopython np.dot calls)
+        import scipy.linalg.cython_blas  # noqa: F401  (scipy's BLAS, the one fastbp's nopython gemm calls)
         from threadpoolctl import ThreadpoolController
 
         _controller = ThreadpoolController()

@@ -33,7 +33,7 @@ def _cpu_model():
 
 def machine(command: str, load) -> str:
     """Where and how it ran: versions, the BLAS kernels threadpoolctl sees, the OpenBLAS variables, the load."""
-    import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's BLAS, the one fastbp's nopython np.dot calls)
+    import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's BLAS, the one fastbp's nopython gemm calls)
     from threadpoolctl import threadpool_info
 
     env = "; ".join(f"{k}={os.environ[k]!r} IS SET (unset it in the benchmark command)" if k in os.environ
