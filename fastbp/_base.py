@@ -415,10 +415,9 @@ class _BaseMLP(BaseEstimator):
     def _common_validation(self, X, y, reset, **kwargs):
         if (self._ready_input(X, reset) and _plain_targets(y, X.shape[0], kwargs.get("y_numeric", False))
                 and np.isfinite(X.sum()) and (y.dtype.kind != "f" or np.isfinite(y.sum()))):
-            # What validate_data would return unchanged, every one of its checks passed: shapes, dtype,
-            # feature count, finiteness (a finite sum has finite terms; one that is not goes the long way,
-            # whose error messages are scikit-learn's).  partial_fit pays validate_data on every call, and
-            # at digits' size a fit's validation costs as much as two epochs.
+            # What validate_data would return unchanged, every one of its checks passed: shapes, dtype, feature
+            # count, finiteness (a finite sum has finite terms; one that is not goes the long way, whose errors
+            # are scikit-learn's).  partial_fit pays validate_data on every call, a small fit about two epochs.
             if reset:  # what validate_data records of an array without feature names
                 self.n_features_in_ = X.shape[1]
                 self._fitted.discard(["feature_names_in_"])
@@ -430,11 +429,10 @@ class _BaseMLP(BaseEstimator):
     def _ready_input(self, X, reset=False):
         """Whether ``X`` is what validate_data would make of it: a C-contiguous array of the model's dtype and width.
 
-        With ``reset`` (a fresh fit), any float32 or float64 array with rows and columns.
-        Feature names are checked the long way (an array given to a model fitted
-        on a DataFrame gets scikit-learn's warning).  Whether there are any is read
-        in the fitted state: through the descriptor, a miss raises and catches an
-        AttributeError, microseconds on every partial_fit and predict.
+        With ``reset`` (a fresh fit), any float32 or float64 array with rows and columns.  Feature names
+        are checked the long way (an array given to a model fitted on a DataFrame gets scikit-learn's
+        warning); whether there are any is read in the fitted state (through the descriptor, a miss
+        raises and catches an AttributeError: microseconds on every partial_fit and predict).
         """
         if type(X) is not np.ndarray or X.ndim != 2 or not X.flags.c_contiguous or X.shape[0] == 0:
             return False
@@ -499,5 +497,3 @@ def _store_arguments(estimator, arguments):
     for name, value in arguments.items():
         if name != "self":
             setattr(estimator, name, value)
-
-
