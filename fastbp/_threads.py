@@ -76,15 +76,13 @@ def limit(n_threads):
         return
     before = getattr(_local, "cap", None)
     with LOCK:
-        libraries = _blas_libraries()
-        counts = [get() for get, _ in libraries]
-        _set_blas_threads(libraries, [n_threads if n is not None and n != n_threads else None for n in counts])
+        counts = _set_blas(n_threads)
         _local.cap = n_threads
         try:
             yield
         finally:
             _local.cap = before
-            _set_blas_threads(libraries, [n if n is not None and n != n_threads else None for n in counts])
+            _restore_blas(counts, n_threads)
 
 
 def chunk_threads(n_chunks: int) -> int:
@@ -135,9 +133,24 @@ def _blas_pool_shutdowns():
     return _blas_pools
 
 
-def _set_blas_threads(libraries, counts):
+def _set_blas(n_threads):
+    """Every BLAS library (:func:`_blas_libraries`) at ``n_threads``; returns their counts before, for _restore_blas.
+
+    Only counts that differ are changed: setting one, even to its own value, restarts a stopped OpenBLAS pool.
+    The caller holds :data:`LOCK`.
+    """
+    libraries = _blas_libraries()
+    counts = [get() for get, _ in libraries]
     for (_, put), n in zip(libraries, counts):
-        if n is not None:
+        if n is not None and n != n_threads:
+            put(n_threads)
+    return counts
+
+
+def _restore_blas(counts, n_threads):
+    """Undo :func:`_set_blas` (``counts`` is what it returned, for the same ``n_threads``)."""
+    for (_, put), n in zip(_blas_libraries(), counts):
+        if n is not None and n != n_threads:
             put(n)
 
 
@@ -152,9 +165,7 @@ def fit_scope(n_chunks: int):
         yield
         return
     with LOCK:
-        libraries = _blas_libraries()
-        before = [get() for get, _ in libraries]
-        _set_blas_threads(libraries, [1 if n not in (None, 1) else None for n in before])
+        before = _set_blas(1)
         for shutdown in _blas_pool_shutdowns():
             shutdown()  # after the thread counts: changing one starts the pool again
         _local.blas_single = True
@@ -163,7 +174,7 @@ def fit_scope(n_chunks: int):
     finally:
         with LOCK:
             _local.blas_single = False
-            _set_blas_threads(libraries, [n if n not in (None, 1) else None for n in before])
+            _restore_blas(before, 1)
 
 
 @contextmanager
@@ -180,18 +191,13 @@ def chunked(n_chunks: int):
         return
     available = numba.get_num_threads()
     with LOCK:
-        libraries = [] if getattr(_local, "blas_single", False) else _blas_libraries()  # fit_scope set them
-        before = [get() for get, _ in libraries]
+        before = None if getattr(_local, "blas_single", False) else _set_blas(1)  # else fit_scope set them
         try:
-            for (_, put), n in zip(libraries, before):
-                if n is not None and n != 1:
-                    put(1)
             if threads < available:
                 numba.set_num_threads(threads)
             yield True
         finally:
             if threads < available:
                 numba.set_num_threads(available)
-            for (_, put), n in zip(libraries, before):
-                if n is not None and n != 1:
-                    put(n)
+            if before is not None:
+                _restore_blas(before, 1)

@@ -13,7 +13,7 @@ Conventions
 * Derivatives are computed from a layer's *output* ``Z = act(X @ W + b)``.
   ReLU'(0) is taken as 0, everywhere in fastbp.
 * The output losses return the (sample-weighted) *sum* over samples; callers
-  divide by the weight total once (see :func:`fastbp.step._scale_gradient`).
+  divide by the weight total once (see :func:`fastbp.step.objective`).
 """
 
 import numpy as np
@@ -361,20 +361,15 @@ def _pointwise_output(out, Y, sw, delta, db, backward):
 # The loss and start of backward for each output activation code (None: not an output activation).
 OUTPUT = tuple(None if unit is None else jit(specialize(_pointwise_output, "_" + ALL_ACTIVATIONS[c], _unit_loss=unit))
                for c, unit in enumerate(_UNIT_LOSS))
-_squared_output, _, _binary_log_output, _, _log_output, _poisson_output = OUTPUT
 
 
-@jit
-def _output_loss(out, Y, sw, code):
-    """Sample-weighted sum over rows of the loss paired with output ``code``."""
-    delta, db = np.empty((1, 1), out.dtype), np.empty(1, out.dtype)  # not written: no backward
-    if code == SOFTMAX:
-        return _log_output(out, Y, sw, delta, db, False)[0]
-    if code == LOGISTIC:
-        return _binary_log_output(out, Y, sw, delta, db, False)[0]
-    if code == EXP:
-        return _poisson_output(out, Y, sw, delta, db, False)[0]
-    return _squared_output(out, Y, sw, delta, db, False)[0]
+def loss_sum(out, Y, sw, code):
+    """Sample-weighted sum over rows of the loss paired with output ``code``: its OUTPUT kernel, no backward.
+
+    The delta and intercept-gradient arguments are placeholders the kernel does not
+    write without ``backward``; only the one output kernel is compiled.
+    """
+    return OUTPUT[code](out, Y, sw, np.empty((1, 1), out.dtype), np.empty(1, out.dtype), False)[0]
 
 
 @jit
@@ -476,7 +471,7 @@ def output_loss(out, Y, out_activation, sample_weight=None):
     """
     code = activation_code(out_activation, OUT_ACTIVATIONS, "out_activation")
     out, Y, sw = check_loss_inputs(out, Y, sample_weight)
-    return float(_output_loss(out, Y, sw, code) / float(sw.sum()))
+    return float(loss_sum(out, Y, sw, code) / float(sw.sum()))
 
 
 def output_delta(out, Y, delta=None, sample_weight=None):

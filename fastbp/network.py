@@ -11,7 +11,7 @@ import numpy as np
 from ._config import ACTIVATIONS, CHUNK_ROWS, OUT_ACTIVATIONS, activation_code
 from ._threads import chunked
 from ._validation import check_matrix, check_sample_weight, check_vector
-from .kernels import OUTPUT
+from .kernels import loss_sum
 from .step import Batch, Layout, Penalty, Workspace, kernels_for, objective
 
 PREDICT_CHUNK = 2048  # rows per forward chunk in predict: bounds memory at chunk * sum(widths)
@@ -144,7 +144,7 @@ class Network:
         """The loss (:func:`~fastbp.step.objective`) of network outputs ``out`` against targets ``Y``."""
         coefs = self.params[:self.n_coef]
         Y = Y.astype(out.dtype, copy=False)
-        data_loss = OUTPUT[self.out_code](out, Y, sample_weight, out, out[0], False)[0]  # no backward: writes nothing
+        data_loss = loss_sum(out, Y, sample_weight, self.out_code)
         return float(objective(data_loss, float(np.dot(coefs, coefs)), float(sample_weight.sum()), alpha, loss_scale))
 
     def split(self, flat):

@@ -13,10 +13,10 @@ Numba passes as plain arguments):
 * :class:`SGDHyper` / :class:`AdamHyper`: the optimizer's scalars, and
   :class:`Penalty`: the L2 term and the loss scaling.
 
-Layer ``i`` sees ``W = params[coef_off[i]:...].reshape(n_in, n_out)`` and its
-output block ``acts[c][act_off[i]:...].reshape(n_rows, n_out)``; a reshape of a
-contiguous slice is a view, so nothing is allocated per step and one compiled
-function serves any depth.
+Layer ``i`` sees ``W = params[coef_off[i]:...]`` as an (n_in, n_out) block and its
+output block ``acts[c][act_off[i]:...]`` as (n_rows, n_out): views
+(:func:`fastbp._intrinsics.block`), so nothing is allocated per step and one
+compiled function serves any depth.
 
 The raw gradient is ``X.T @ delta`` and ``sum_rows delta`` with ``delta =
 (output - target) * sample_weight``.  The loss is defined once,
@@ -75,7 +75,7 @@ def objective(data_loss, squared_norm, weight, alpha, loss_scale):
     """The training loss: ``(data_loss * loss_scale + alpha / 2 * ||W||^2) / weight``.
 
     ``data_loss`` is the sample-weighted sum of the output loss over rows
-    (:func:`fastbp.kernels._output_loss`), ``weight`` the sum of the weights.
+    (:func:`fastbp.kernels.loss_sum`), ``weight`` the sum of the weights.
     Training, ``gradients``, L-BFGS and validation all report this.
     """
     return (data_loss * loss_scale + 0.5 * alpha * squared_norm) / weight
