@@ -49,8 +49,8 @@ EPOCH_DONE, EPOCH_DIVERGED, EPOCH_BAD_ORDER = 0, 1, 2  # the status an epoch ker
 
 
 def jit(func):
-    """Compile ``func`` with the project's Numba options."""
-    return njit(**JIT_OPTIONS)(func)
+    """Compile ``func`` with the project's Numba options, callable from Python (no C entry point: none is used)."""
+    return njit(no_cfunc_wrapper=True, **JIT_OPTIONS)(func)
 
 
 def jit_inner(func):
@@ -65,7 +65,7 @@ def jit_inline(func):
 
 def jit_parallel(func):
     """Compile ``func`` with the project's options plus ``parallel``, for its ``prange`` loops."""
-    return njit(parallel=True, **JIT_OPTIONS)(func)
+    return njit(parallel=True, no_cfunc_wrapper=True, **JIT_OPTIONS)(func)
 
 
 def specialize(func, suffix: str, **names):

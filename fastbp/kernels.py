@@ -141,6 +141,10 @@ def _tanh_derivative(z, d, zero, one):
     return d * (one - z * z)
 
 
+# The scalar function and derivative of each hidden activation code (also the whole-network code's, fastbp.step).
+ACTIVATE = (_identity, _relu, _logistic, _tanh)
+DERIVATIVE = (_identity_derivative, _relu_derivative, _logistic_derivative, _tanh_derivative)
+
 _identity_forward = jit(specialize(_pointwise_forward, "_identity", _activate=_identity))
 _relu_forward = jit(specialize(_pointwise_forward, "_relu", _activate=_relu))
 _logistic_forward = jit(specialize(_pointwise_forward, "_logistic", _activate=_logistic))
@@ -324,7 +328,7 @@ def _poisson_unit(p, y, eps):
 
 
 # The scalar loss paired with each output activation code (None: not an output activation).
-_UNIT_LOSS = (_squared_unit, None, _binary_log_unit, None, _log_unit, _poisson_unit)
+UNIT_LOSS = (_squared_unit, None, _binary_log_unit, None, _log_unit, _poisson_unit)
 
 
 def _pointwise_output(out, Y, sw, delta, db, backward):
@@ -360,7 +364,7 @@ def _pointwise_output(out, Y, sw, delta, db, backward):
 
 # The loss and start of backward for each output activation code (None: not an output activation).
 OUTPUT = tuple(None if unit is None else jit(specialize(_pointwise_output, "_" + ALL_ACTIVATIONS[c], _unit_loss=unit))
-               for c, unit in enumerate(_UNIT_LOSS))
+               for c, unit in enumerate(UNIT_LOSS))
 
 
 def loss_sum(out, Y, sw, code):

@@ -2,10 +2,10 @@
 
 These objects hold the policy and the state (velocities, moments, step count,
 the current learning rate); the arithmetic runs in nopython, fused into the
-training step (:func:`fastbp.step._sgd_slice`, :func:`fastbp.step._adam_slice`),
-which takes the scalars as one bundle (:meth:`hyper`).  The state is one array with
-a row per state vector, each laid out like the network's parameters: SGD's
-velocity, or Adam's two moments.
+training step (:func:`fastbp.step._step_segment_source`), which takes the scalars
+as one bundle (:meth:`hyper`).  The state is one array with a row per state
+vector, each laid out like the network's parameters: SGD's velocity, or Adam's
+two moments.
 """
 
 import numpy as np

@@ -31,13 +31,16 @@ gradients are summed in one fixed order.  The chunk count comes from the batch
 size alone (``Network.chunk_count``), so one thread or many give bitwise the same
 result.  The loops over chunks and parameter segments are ``prange`` loops.
 
-Compile time follows the shape of this code: each jitted callee is compiled on
-its own, then linked into its caller and optimised and code-generated again, so
-the call tree is kept shallow (entry point, chunk pass, layer kernels) and small
-helpers take arrays, not whole bundles.  The entry points are compiled per
-kind of network (:func:`kernels_for`, :func:`epoch_for`): a copy whose chunk pass
-calls only that network's activation and loss kernels and whose epoch calls only
-its optimizer's step, serially (``prange`` is ``range``) and, only when a fit
+Compile time follows the shape of this code.  Each jitted callee is compiled on
+its own, then linked into every caller and optimised and code-generated again
+there; Numba's own inlining (``inline="always"``) costs more still.  So the call
+tree is two levels deep: an entry point (epoch, full-batch gradient, predict)
+and two flat functions it calls, the chunk pass and the optimizer step, each
+with its loops written out and only scalar helpers inlined; small helpers take
+arrays, not whole bundles.  Everything is compiled per kind of network
+(:func:`kernels_for`, :func:`epoch_for`): a copy whose globals name that
+network's activations, loss and optimizer, so Numba prunes every other one's
+branch before typing it, serially (``prange`` is ``range``) and, only when a fit
 first runs chunks on threads, with ``parallel=True``.
 """
 
@@ -53,6 +56,11 @@ from ._config import (
     EPOCH_BAD_ORDER,
     EPOCH_DIVERGED,
     EPOCH_DONE,
+    EXP,
+    IDENTITY,
+    RELU,
+    SGD,
+    SOFTMAX,
     jit,
     jit_inner,
     jit_parallel,
@@ -60,7 +68,7 @@ from ._config import (
 )
 from ._intrinsics import block as _block
 from ._intrinsics import gemm
-from .kernels import BACKWARD, FORWARD, OUTPUT, _all_finite
+from .kernels import ACTIVATE, DERIVATIVE, UNIT_LOSS, _eps, _exp_nonpositive
 
 Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
 Workspace = namedtuple("Workspace", "acts deltas act_off grads chunk_loss chunk_weight chunk_finite seg_norm")
@@ -84,9 +92,12 @@ def objective(data_loss, squared_norm, weight, alpha, loss_scale):
 _objective = jit_inner(objective)
 
 
-# The activation and loss kernels of a network, set in each compiled copy of
-# _chunk_pass (see kernels_for), and that copy, set in each copy of an entry point.
-_hidden_forward = _out_forward = _hidden_backward = _out_start = _chunk_pass = None
+# Set in each compiled copy of the sources below (see kernels_for and epoch_for): the network's
+# activation codes and scalar functions, its optimizer's code, and the copies an entry point calls.
+# Numba reads globals as constants and prunes the branches they decide before it types anything,
+# so each copy compiles only its own network's code.
+_HIDDEN, _OUT, _SOLVER = RELU, SOFTMAX, SGD
+_hidden_act = _hidden_derivative = _out_act = _unit_loss = _chunk_pass = _step_segment = None
 
 
 def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
@@ -98,142 +109,181 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
     sums into ``ws.chunk_loss[c]`` / ``ws.chunk_weight[c]``.
 
     Forward, layer by layer: ``Z = act(A @ W + b)`` (``layers.Affine.forward`` and
-    the activations' ``forward`` are the readable versions).  Backward from the
-    output delta: ``dW = A_prev.T @ D``, ``db = sum_rows D``, ``D_prev = (D @ W.T) *
-    act'(A_prev)``, the derivative taken from the layer's output
-    (``layers.Affine.backward``, ``layers.ReLU.backward``, ``layers.Sigmoid.backward``).
+    the activations' ``forward`` are the readable versions; fastbp.kernels has each
+    loop as a public kernel).  Backward from the output delta ``(out - Y) * sw``:
+    ``dW = A_prev.T @ D``, ``db = sum_rows D``, ``D_prev = (D @ W.T) * act'(A_prev)``,
+    the derivative taken from the layer's output (``layers.Affine.backward``,
+    ``layers.ReLU.backward``, ``layers.Sigmoid.backward``).  Each delta's producer
+    also writes its column sums, the intercept gradient, in the same pass.
+
+    One flat function, not a call per layer kernel: each compiled callee is
+    optimised and code-generated again inside every caller, which made compile
+    time grow with the depth of the call tree.
     """
     sizes, coef_off, icpt_off = layout.sizes, layout.coef_off, layout.icpt_off
     last = sizes.size - 2
     n_in, n_out = sizes[0], sizes[last + 1]
     lo, hi = n * c // n_chunks, n * (c + 1) // n_chunks
     m = hi - lo
+    acts, deltas, act_off, grad = ws.acts[c], ws.deltas[c], ws.act_off, ws.grads[c]
+    zero, one, inf = params.dtype.type(0), params.dtype.type(1), params.dtype.type(np.inf)
+    bad = 0  # pre-activations that are NaN or infinite, for which abs(v) < inf is False (taken before ReLU hides them)
     X0 = _block(batch.x, lo * n_in, m, n_in)
-    acts, deltas, act_off = ws.acts[c], ws.deltas[c], ws.act_off
     A = X0
-    finite = True
-    for i in range(last + 1):
-        Z = _block(acts, act_off[i], m, sizes[i + 1])
-        gemm(A, _block(params, coef_off[i], sizes[i], sizes[i + 1]), Z, 0, 0)
-        b = params[icpt_off[i]:icpt_off[i] + sizes[i + 1]]
-        finite = (_out_forward(Z, b) if i == last else _hidden_forward(Z, b)) and finite
+    for i in range(last):
+        width = sizes[i + 1]
+        Z = _block(acts, act_off[i], m, width)
+        gemm(A, _block(params, coef_off[i], sizes[i], width), Z, 0, 0)
+        b = params[icpt_off[i]:icpt_off[i] + width]
+        for r in range(m):
+            for j in range(width):
+                v = Z[r, j] + b[j]
+                bad += 0 if abs(v) < inf else 1
+                Z[r, j] = _hidden_act(v, zero, one)
         A = Z
-    ws.chunk_finite[c] = finite
+    out = _block(acts, act_off[last], m, n_out)
+    gemm(A, _block(params, coef_off[last], sizes[last], n_out), out, 0, 0)
+    b = params[icpt_off[last]:icpt_off[last] + n_out]
+    if _OUT == SOFTMAX:
+        # Shift each row by its maximum, exponentiate the block as one flat loop (at 10 columns a loop
+        # per row hardly vectorizes: 2x slower), then normalise each row.
+        for r in range(m):
+            top = out[r, 0] + b[0]
+            for j in range(n_out):
+                v = out[r, j] + b[j]
+                bad += 0 if abs(v) < inf else 1
+                out[r, j] = v
+                top = v if v > top else top
+            for j in range(n_out):
+                out[r, j] -= top
+        flat = acts[act_off[last]:act_off[last] + m * n_out]
+        if flat.itemsize == 4:  # float32: the vectorizable exp; float64 keeps np.exp's precision
+            for k in range(flat.size):
+                flat[k] = _exp_nonpositive(flat[k])
+        else:
+            for k in range(flat.size):
+                flat[k] = np.exp(flat[k])
+        for r in range(m):
+            total = zero
+            for j in range(n_out):
+                total += out[r, j]
+            inv = one / total
+            for j in range(n_out):
+                out[r, j] *= inv
+    elif _OUT == EXP:
+        for r in range(m):
+            for j in range(n_out):
+                v = out[r, j] + b[j]
+                e = np.exp(v)
+                bad += 0 if abs(v) < inf and e < inf else 1  # an overflow of exp counts too
+                out[r, j] = e
+    else:
+        for r in range(m):
+            for j in range(n_out):
+                v = out[r, j] + b[j]
+                bad += 0 if abs(v) < inf else 1
+                out[r, j] = _out_act(v, zero, one)
+    ws.chunk_finite[c] = bad == 0
     if not backward:
         return
-    grad = ws.grads[c]
-    # Each delta's producer also writes its column sums, its layer's intercept gradient.
-    ws.chunk_loss[c], ws.chunk_weight[c] = _out_start(A, _block(batch.y, lo * n_out, m, n_out), batch.sw[lo:hi],
-                                                      _block(deltas, act_off[last], m, n_out),
-                                                      grad[icpt_off[last]:icpt_off[last] + n_out], backward)
+    # The loss (sum over rows of sw * loss, in float64), the output delta (out - Y) * sw and its column sums.
+    Y, sw = _block(batch.y, lo * n_out, m, n_out), batch.sw[lo:hi]
+    D = _block(deltas, act_off[last], m, n_out)
+    db = grad[icpt_off[last]:icpt_off[last] + n_out]
+    eps = _eps(params)
+    loss = 0.0
+    weight = 0.0
+    for j in range(n_out):
+        db[j] = zero
+    for r in range(m):
+        w = sw[r]
+        for j in range(n_out):
+            d = (out[r, j] - Y[r, j]) * w
+            D[r, j] = d
+            db[j] += d
+        row = 0.0
+        for j in range(n_out):
+            y = float(Y[r, j])
+            if y != y:  # never (targets are finite), but a second exit keeps LLVM from vectorizing this loop,
+                break  # which would take the log of every element, not only where the target is not 0
+            row += _unit_loss(float(out[r, j]), y, eps)
+        loss += w * row
+        weight += w
+    ws.chunk_loss[c], ws.chunk_weight[c] = loss, weight
     for i in range(last, -1, -1):
         D = _block(deltas, act_off[i], m, sizes[i + 1])
         A_prev = X0 if i == 0 else _block(acts, act_off[i - 1], m, sizes[i])
         gemm(A_prev, D, _block(grad, coef_off[i], sizes[i], sizes[i + 1]), 1, 0)
-        if i > 0:
-            D_prev = _block(deltas, act_off[i - 1], m, sizes[i])
-            gemm(D, _block(params, coef_off[i], sizes[i], sizes[i + 1]), D_prev, 0, 1)
-            _hidden_backward(A_prev, D_prev, grad[icpt_off[i - 1]:icpt_off[i - 1] + sizes[i]])
+        if i == 0:
+            break
+        width = sizes[i]
+        D_prev = _block(deltas, act_off[i - 1], m, width)
+        gemm(D, _block(params, coef_off[i], width, sizes[i + 1]), D_prev, 0, 1)
+        db = grad[icpt_off[i - 1]:icpt_off[i - 1] + width]
+        for j in range(width):
+            db[j] = zero
+        for r in range(m):
+            for j in range(width):
+                d = _hidden_derivative(A_prev[r, j], D_prev[r, j], zero, one)
+                D_prev[r, j] = d
+                db[j] += d
 
 
-@jit_inner
-def _gather(rows, order, start, lo, hi, batch, n_in):
-    """Copy the rows ``order[start + lo:start + hi]`` of ``rows`` into rows ``lo:hi`` of ``batch``.
+def _step_segment_source(s, n_seg, params, grads, state, n_coef, scale, hyper, t, alpha, seg_norm):
+    """The optimizer step on segment ``s`` of ``n_seg`` of the coefficients, and on the intercepts (no L2) for the last.
 
-    Each chunk gathers its own rows, so that the copy runs on the thread, and
-    lands in the cache, that uses it.  Only these rows of a sparse ``rows`` are densified.
+    The gradient of parameter ``w`` is ``(raw + alpha * w) * scale``, ``raw`` the
+    chunks' raw gradients summed.  SGD: ``v = momentum * v - lr * g``, ``w += v``
+    (Nesterov: ``w += momentum * v - lr * g``).  Adam, at step ``t``: moments ``m =
+    b1 m + (1 - b1) g`` and ``v = b2 v + (1 - b2) g^2``, ``w -= lr_t m / (sqrt(v) +
+    eps)`` with the bias-corrected ``lr_t``.  ``seg_norm[s]`` gets the segment's
+    ``||W||^2`` before the step.  Each segment stays on one thread, and only it
+    touches its slice of the parameters, state and gradients.  (A function, not
+    the body of the caller's ``prange`` loop: there, Numba's parallel lowering lost
+    the write into ``seg_norm``, an array of a bundle.)
+
+    The loops run over slices indexed from 0: LLVM vectorizes those, but not a
+    ``range(lo, hi)`` loop whose ``lo`` is a computed quotient (measured 9x slower).
     """
-    sparse = rows.indptr.size > 0
-    n_out = rows.Y.shape[1]
-    zero = batch.x.dtype.type(0)
-    for r in range(lo, hi):
-        src = order[start + r]
-        x = batch.x[r * n_in:(r + 1) * n_in]
-        if sparse:
-            for j in range(n_in):
-                x[j] = zero
-            for k in range(rows.indptr[src], rows.indptr[src + 1]):
-                x[rows.indices[k]] = rows.data[k]
-        else:
-            for j in range(n_in):  # element loops: slice assignment costs more than these short rows
-                x[j] = rows.X[src, j]
-        for j in range(n_out):
-            batch.y[r * n_out + j] = rows.Y[src, j]
-        batch.sw[r] = rows.sw[src]
-
-
-# The optimizer steps on ``p = params[lo:hi]``, with the gradient ``(g0 (+ g1) +
-# alpha * W) * scale`` from the chunks' raw gradients on the slice (see
-# _step_segment); each returns ``||W||^2`` before the step.  The flags are loop-invariant,
-# so LLVM splits each loop into one straight copy per case.  The loops run over
-# slices indexed from 0: LLVM vectorizes those, but not a ``range(lo, hi)`` loop
-# whose ``lo`` is a computed quotient (measured 9x slower).
-
-
-@jit_inner
-def _sgd_slice(p, g0, g1, has_g1, state, lo, hi, scale, hyper, t, alpha):
-    """SGD: ``v = momentum * v - lr * g``, ``W += v`` (Nesterov: ``W += momentum * v - lr * g``)."""
-    velocity = state[0][lo:hi]
-    lr, momentum, nesterov = hyper.lr, hyper.momentum, hyper.nesterov
-    norm = p.dtype.type(0)
-    for k in range(p.size):
-        w = p[k]
-        g = ((g0[k] + g1[k] if has_g1 else g0[k]) + alpha * w) * scale
-        v = momentum * velocity[k] - lr * g
-        velocity[k] = v
-        p[k] = w + (momentum * v - lr * g) if nesterov else w + v
-        norm += w * w
-    return norm
-
-
-@jit_inner
-def _adam_slice(p, g0, g1, has_g1, state, lo, hi, scale, hyper, t, alpha):
-    """Adam, at step ``t``: moments ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2``, bias-corrected rate."""
-    m1, m2 = state[0][lo:hi], state[1][lo:hi]
-    beta_1, beta_2, epsilon = hyper.beta_1, hyper.beta_2, hyper.epsilon
-    lr = p.dtype.type(hyper.lr * np.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t))
-    one = p.dtype.type(1)
-    norm = p.dtype.type(0)
-    for k in range(p.size):
-        w = p[k]
-        g = ((g0[k] + g1[k] if has_g1 else g0[k]) + alpha * w) * scale
-        m = beta_1 * m1[k] + (one - beta_1) * g
-        v = beta_2 * m2[k] + (one - beta_2) * (g * g)
-        m1[k] = m
-        m2[k] = v
-        p[k] = w - lr * m / (np.sqrt(v) + epsilon)
-        norm += w * w
-    return norm
-
-
-# The step of each solver code (fastbp._config's order).
-OPTIMIZER_STEPS = (_sgd_slice, _adam_slice)
-_optimizer_slice = None  # set in each compiled copy of _step_segment (see epoch_for)
-
-
-def _step_segment(s, n_seg, params, grads, state, n_coef, scale, hyper, t, alpha, seg_norm):
-    """The step on segment ``s`` of ``n_seg`` of the coefficients, and on the intercepts (without L2) for the last.
-
-    ``seg_norm[s]`` gets the segment's ``||W||^2`` before the step.  Each segment stays on one
-    thread, and only it touches its slice of the parameters, state and gradients.
-    (A function, not the body of the caller's ``prange`` loop: there, Numba's
-    parallel lowering lost the write into ``seg_norm``, an array of a bundle.)
-    """
-    bounds = ((n_coef * s // n_seg, n_coef * (s + 1) // n_seg), (n_coef, params.size if s == n_seg - 1 else n_coef))
-    for part in range(2):
-        lo, hi = bounds[part]
-        # Chunks 2, 3, ... are summed into chunk 0's raw gradient; chunk 1's is added as the step reads
-        # it, so with two chunks chunk 0's is not written back (on two threads a write would pull its
-        # cache lines from the other core).
-        g0 = grads[0][lo:hi]
-        for c in range(2, n_seg):
-            extra = grads[c][lo:hi]
-            for k in range(g0.size):
-                g0[k] += extra[k]
-        norm = _optimizer_slice(params[lo:hi], g0, grads[1][lo:hi] if n_seg > 1 else g0, n_seg > 1, state, lo, hi,
-                                scale, hyper, t, alpha if part == 0 else alpha - alpha)
-        if part == 0:
-            seg_norm[s] = norm
+    lo = n_coef * s // n_seg
+    hi = params.size if s == n_seg - 1 else n_coef * (s + 1) // n_seg
+    split = n_coef - lo  # p[:split] are coefficients, p[split:] intercepts (no L2, not in the norm)
+    # Chunks 2, 3, ... are summed into chunk 0's raw gradient; chunk 1's is added as the step reads
+    # it, so with two chunks chunk 0's is not written back (on two threads a write would pull its
+    # cache lines from the other core).
+    g0 = grads[0][lo:hi]
+    for c in range(2, n_seg):
+        extra = grads[c][lo:hi]
+        for k in range(g0.size):
+            g0[k] += extra[k]
+    g1, has_g1 = grads[1][lo:hi] if n_seg > 1 else g0, n_seg > 1
+    p = params[lo:hi]
+    zero, one = p.dtype.type(0), p.dtype.type(1)
+    norm = zero
+    if _SOLVER == SGD:
+        velocity = state[0][lo:hi]
+        lr, momentum, nesterov = hyper.lr, hyper.momentum, hyper.nesterov
+        for k in range(p.size):
+            w = p[k]
+            g = ((g0[k] + g1[k] if has_g1 else g0[k]) + (alpha if k < split else zero) * w) * scale
+            v = momentum * velocity[k] - lr * g
+            velocity[k] = v
+            p[k] = w + (momentum * v - lr * g) if nesterov else w + v
+            norm += w * w if k < split else zero
+    else:
+        m1, m2 = state[0][lo:hi], state[1][lo:hi]
+        beta_1, beta_2, epsilon = hyper.beta_1, hyper.beta_2, hyper.epsilon
+        lr = p.dtype.type(hyper.lr * np.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t))
+        for k in range(p.size):
+            w = p[k]
+            g = ((g0[k] + g1[k] if has_g1 else g0[k]) + (alpha if k < split else zero) * w) * scale
+            m = beta_1 * m1[k] + (one - beta_1) * g
+            v = beta_2 * m2[k] + (one - beta_2) * (g * g)
+            m1[k] = m
+            m2[k] = v
+            p[k] = w - lr * m / (np.sqrt(v) + epsilon)
+            norm += w * w if k < split else zero
+    seg_norm[s] = norm
 
 
 @jit_inner
@@ -246,7 +296,7 @@ def _chunk_totals(chunk_loss, chunk_weight, chunk_finite, n_chunks):
         loss += chunk_loss[c]
         weight += chunk_weight[c]
         finite = finite and chunk_finite[c]
-    return loss, weight, finite and np.isfinite(loss)
+    return loss, weight, finite and abs(loss) < np.inf
 
 
 def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, backup, hyper, penalty, t):
@@ -259,6 +309,10 @@ def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, back
     after the last update (only the next forward would see it); or
     ``EPOCH_BAD_ORDER``, before anything is touched, when ``order`` indexes outside
     ``rows``.  ``t`` counts optimizer steps (Adam's bias correction).
+
+    Each chunk first gathers its own rows of the minibatch, so that the copy runs
+    on the thread, and lands in the cache, that uses it; only those rows of a
+    sparse ``rows`` are densified.
     """
     n_rows = order.size
     for r in range(n_rows):
@@ -270,7 +324,10 @@ def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, back
         for j in range(params.size):
             backup[i + 1, j] = state[i, j]
     dtype = params.dtype.type
-    alpha, n_coef = penalty.alpha, layout.n_coef
+    zero, inf = dtype(0), dtype(np.inf)
+    n_in, n_out = layout.sizes[0], rows.Y.shape[1]
+    sparse = rows.indptr.size > 0
+    bx, by, bsw = batch.x, batch.y, batch.sw
     backward = n_rows > 0  # True, but not a compile-time literal: one compiled chunk pass serves every caller
     total = 0.0
     for start in range(0, n_rows, batch_size):
@@ -278,7 +335,20 @@ def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, back
         k = ws.acts.shape[0] if ws.acts.shape[0] < nb else nb
         for c in prange(k):  # prange counts in uint64: pass int64, the serial loop's type, for one compiled callee
             chunk = np.int64(c)
-            _gather(rows, order, start, nb * chunk // k, nb * (chunk + 1) // k, batch, layout.sizes[0])
+            for r in range(nb * chunk // k, nb * (chunk + 1) // k):
+                src = order[start + r]
+                x = bx[r * n_in:(r + 1) * n_in]
+                if sparse:
+                    for j in range(n_in):
+                        x[j] = zero
+                    for e in range(rows.indptr[src], rows.indptr[src + 1]):
+                        x[rows.indices[e]] = rows.data[e]
+                else:
+                    for j in range(n_in):  # element loops: slice assignment costs more than these short rows
+                        x[j] = rows.X[src, j]
+                for j in range(n_out):
+                    by[r * n_out + j] = rows.Y[src, j]
+                bsw[r] = rows.sw[src]
             _chunk_pass(chunk, k, nb, backward, batch, layout, ws, params)
         data_loss, weight, finite = _chunk_totals(ws.chunk_loss, ws.chunk_weight, ws.chunk_finite, k)
         if not weight > 0.0:
@@ -288,13 +358,18 @@ def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, back
         t += 1
         scale = dtype(1.0 / weight)
         for s in prange(k):  # one parameter segment per chunk, on the chunk's thread
-            _step_segment(np.int64(s), k, params, ws.grads, state, n_coef, scale, hyper, t, alpha, ws.seg_norm)
+            _step_segment(np.int64(s), k, params, ws.grads, state, layout.n_coef, scale, hyper, t, penalty.alpha,
+                          ws.seg_norm)
         norm = 0.0
         for s in range(k):
             norm += ws.seg_norm[s]
         total += _objective(data_loss, norm, weight, penalty.alpha, penalty.loss_scale) * nb
-    finite = _all_finite(params) and _all_finite(state.reshape(state.size))
-    return total, t, EPOCH_DONE if finite else EPOCH_DIVERGED
+    bad = 0
+    for j in range(params.size):
+        bad += 0 if abs(params[j]) < inf else 1
+        for i in range(state.shape[0]):
+            bad += 0 if abs(state[i, j]) < inf else 1
+    return total, t, EPOCH_DONE if bad == 0 else EPOCH_DIVERGED
 
 
 def _loss_gradient(batch, layout, ws, params, penalty):
@@ -355,15 +430,16 @@ Kernels = namedtuple("Kernels", "chunk_pass loss_gradient loss_gradient_chunked 
 def kernels_for(hidden_code: int, out_code: int) -> Kernels:
     """The compiled entry points for networks of one hidden and one output activation.
 
-    Each is a copy of its source above whose chunk pass calls that pair's
-    kernels (:func:`fastbp._config.specialize`), compiled at its first call; the
+    Each is a copy of its source above whose chunk pass has that pair's code
+    (:func:`fastbp._config.specialize`), compiled at its first call; the
     ``_chunked`` ones run their ``prange`` loops on Numba's threads, and the
     others, where ``prange`` is ``range``, never pay for the parallel lowering.
     """
     suffix = _suffix(hidden_code, out_code)
-    chunk_pass = jit_inner(specialize(_chunk_pass_source, suffix, _hidden_forward=FORWARD[hidden_code],
-                                      _out_forward=FORWARD[out_code], _hidden_backward=BACKWARD[hidden_code],
-                                      _out_start=OUTPUT[out_code]))
+    chunk_pass = jit_inner(specialize(_chunk_pass_source, suffix, _HIDDEN=hidden_code, _OUT=out_code,
+                                      _hidden_act=ACTIVATE[hidden_code], _hidden_derivative=DERIVATIVE[hidden_code],
+                                      _out_act=ACTIVATE[out_code if out_code < len(ACTIVATE) else IDENTITY],
+                                      _unit_loss=UNIT_LOSS[out_code]))
     return Kernels(chunk_pass, jit(specialize(_loss_gradient, suffix, _chunk_pass=chunk_pass)),
                    jit_parallel(specialize(_loss_gradient, suffix + "_parallel", _chunk_pass=chunk_pass)),
                    jit(specialize(_predict, suffix, _chunk_pass=chunk_pass)))
@@ -373,10 +449,9 @@ def kernels_for(hidden_code: int, out_code: int) -> Kernels:
 def epoch_for(hidden_code: int, out_code: int, solver: int, parallel: bool):
     """The compiled epoch (:func:`_train_epoch`) for one kind of network and optimizer, serial or on threads."""
     suffix = _suffix(hidden_code, out_code) + ("_adam" if solver == ADAM else "_sgd")
-    suffix += "_parallel" if parallel else ""
-    step = jit_inner(specialize(_step_segment, suffix, _optimizer_slice=OPTIMIZER_STEPS[solver]))
-    source = specialize(_train_epoch, suffix, _chunk_pass=kernels_for(hidden_code, out_code).chunk_pass,
-                        _step_segment=step)
+    step = jit_inner(specialize(_step_segment_source, suffix, _SOLVER=solver))
+    source = specialize(_train_epoch, suffix + ("_parallel" if parallel else ""),
+                        _chunk_pass=kernels_for(hidden_code, out_code).chunk_pass, _step_segment=step)
     return (jit_parallel if parallel else jit)(source)
 
 

@@ -151,7 +151,7 @@ def run_epochs(state, trainer, X, Y, sample_weight, *, settings, max_iter, incre
 
 
 def _rows(X, Y, sample_weight, dtype) -> Rows:
-    """The training set as :func:`fastbp.step._gather` reads it: dense ``X``, or a placeholder and the CSR arrays."""
+    """The training set as the epoch kernel reads it: dense ``X``, or a placeholder and the CSR arrays."""
     no_index = np.empty(0, np.int64)
     if hasattr(X, "indptr"):
         return Rows(np.empty((1, 1), dtype), X.data, X.indices.astype(np.int64, copy=False),
