@@ -96,7 +96,7 @@ _objective = jit_inner(objective)
 # activation codes and scalar functions, its optimizer's code, and the copies an entry point calls.
 # Numba reads globals as constants and prunes the branches they decide before it types anything,
 # so each copy compiles only its own network's code.
-_HIDDEN, _OUT, _SOLVER = RELU, SOFTMAX, SGD
+_HIDDEN, _OUT, _SOLVER, _CHUNKED = RELU, SOFTMAX, SGD, True
 _hidden_act = _hidden_derivative = _out_act = _unit_loss = _chunk_pass = _step_segment = None
 
 
@@ -138,7 +138,7 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
         for r in range(m):
             for j in range(width):
                 v = Z[r, j] + b[j]
-                bad += 0 if abs(v) < inf else 1
+                bad += not abs(v) < inf
                 Z[r, j] = _hidden_act(v, zero, one)
         A = Z
     out = _block(acts, act_off[last], m, n_out)
@@ -151,7 +151,7 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
             top = out[r, 0] + b[0]
             for j in range(n_out):
                 v = out[r, j] + b[j]
-                bad += 0 if abs(v) < inf else 1
+                bad += not abs(v) < inf
                 out[r, j] = v
                 top = v if v > top else top
             for j in range(n_out):
@@ -175,13 +175,13 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
             for j in range(n_out):
                 v = out[r, j] + b[j]
                 e = np.exp(v)
-                bad += 0 if abs(v) < inf and e < inf else 1  # an overflow of exp counts too
+                bad += not (abs(v) < inf and e < inf)  # an overflow of exp counts too
                 out[r, j] = e
     else:
         for r in range(m):
             for j in range(n_out):
                 v = out[r, j] + b[j]
-                bad += 0 if abs(v) < inf else 1
+                bad += not abs(v) < inf
                 out[r, j] = _out_act(v, zero, one)
     ws.chunk_finite[c] = bad == 0
     if not backward:
@@ -252,11 +252,13 @@ def _step_segment_source(s, n_seg, params, grads, state, n_coef, scale, hyper, t
     # it, so with two chunks chunk 0's is not written back (on two threads a write would pull its
     # cache lines from the other core).
     g0 = grads[0][lo:hi]
-    for c in range(2, n_seg):
-        extra = grads[c][lo:hi]
-        for k in range(g0.size):
-            g0[k] += extra[k]
-    g1, has_g1 = grads[1][lo:hi] if n_seg > 1 else g0, n_seg > 1
+    g1, has_g1 = g0, False
+    if _CHUNKED and n_seg > 1:
+        for c in range(2, n_seg):
+            extra = grads[c][lo:hi]
+            for k in range(g0.size):
+                g0[k] += extra[k]
+        g1, has_g1 = grads[1][lo:hi], True
     p = params[lo:hi]
     zero, one = p.dtype.type(0), p.dtype.type(1)
     norm = zero
@@ -332,7 +334,7 @@ def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, back
     total = 0.0
     for start in range(0, n_rows, batch_size):
         nb = batch_size if batch_size < n_rows - start else n_rows - start  # not min(): a compiled function
-        k = ws.acts.shape[0] if ws.acts.shape[0] < nb else nb
+        k = (ws.acts.shape[0] if ws.acts.shape[0] < nb else nb) if _CHUNKED else 1
         for c in prange(k):  # prange counts in uint64: pass int64, the serial loop's type, for one compiled callee
             chunk = np.int64(c)
             for r in range(nb * chunk // k, nb * (chunk + 1) // k):
@@ -446,11 +448,14 @@ def kernels_for(hidden_code: int, out_code: int) -> Kernels:
 
 
 @functools.cache
-def epoch_for(hidden_code: int, out_code: int, solver: int, parallel: bool):
-    """The compiled epoch (:func:`_train_epoch`) for one kind of network and optimizer, serial or on threads."""
-    suffix = _suffix(hidden_code, out_code) + ("_adam" if solver == ADAM else "_sgd")
-    step = jit_inner(specialize(_step_segment_source, suffix, _SOLVER=solver))
-    source = specialize(_train_epoch, suffix + ("_parallel" if parallel else ""),
+def epoch_for(hidden_code: int, out_code: int, solver: int, parallel: bool, chunked: bool = True):
+    """The compiled epoch (:func:`_train_epoch`) for one kind of network and optimizer, serial or on threads.
+
+    Without ``chunked`` (a workspace of one row chunk), a leaner copy that runs every batch as one chunk.
+    """
+    suffix = _suffix(hidden_code, out_code) + ("_adam" if solver == ADAM else "_sgd") + ("" if chunked else "_one")
+    step = jit_inner(specialize(_step_segment_source, suffix, _SOLVER=solver, _CHUNKED=chunked))
+    source = specialize(_train_epoch, suffix + ("_parallel" if parallel else ""), _CHUNKED=chunked,
                         _chunk_pass=kernels_for(hidden_code, out_code).chunk_pass, _step_segment=step)
     return (jit_parallel if parallel else jit)(source)
 

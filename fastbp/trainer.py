@@ -68,8 +68,9 @@ class Trainer:
         rows = self._rows
         if rows.Y is not Y or rows.sw is not sample_weight:
             rows = self._rows = rows._replace(Y=Y, sw=sample_weight)
-        with chunked(ws.acts.shape[0]) as parallel:
-            total, t, status = epoch_for(net.hidden_code, net.out_code, opt.solver, parallel)(
+        chunks = ws.acts.shape[0]
+        with chunked(chunks) as parallel:
+            total, t, status = epoch_for(net.hidden_code, net.out_code, opt.solver, parallel, chunks > 1)(
                 rows, order, self.batch_size, net.layout, ws, self.batch, net.params, opt.state, self._backup,
                 opt.hyper(net.dtype), self.penalty, opt.t)
         if status == EPOCH_BAD_ORDER:

@@ -11,6 +11,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import fastbp.network as network_module
+import fastbp.trainer as trainer_module
 from fastbp import MLPClassifier, MLPRegressor, TrainingDivergedWarning, _threads, gradients
 from fastbp.network import Network
 
@@ -194,6 +195,34 @@ def test_chunked_training_equals_one_chunk_training(monkeypatch, solver, nestero
     for got, want in zip(_weights(chunked), _weights(whole)):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(chunked.loss_curve_, whole.loss_curve_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("solver,nesterov", [("sgd", False), ("sgd", True), ("adam", False)])
+def test_one_chunk_epoch_equals_the_general_epoch(monkeypatch, solver, nesterov):
+    """Batches of one chunk run a leaner compiled epoch (no chunk sums): it computes what the general one does.
+
+    To rounding, not bitwise: fastmath lets LLVM contract ``a * b + c`` into fused
+    multiply-adds differently in each compiled copy.  (The choice of copy depends
+    on the batch size alone, so results still do not depend on the thread count.)
+    """
+
+    def fit():
+        return MLPClassifier((16,), solver=solver, nesterovs_momentum=nesterov, batch_size=50, max_iter=3,
+                             random_state=0, learning_rate_init=0.01).fit(X, Y_CLASS)
+
+    lean = fit()
+    general, calls = trainer_module.epoch_for, []
+
+    def always_general(hidden, out, solver_code, parallel, chunked):
+        calls.append(chunked)
+        return general(hidden, out, solver_code, parallel, True)
+
+    monkeypatch.setattr(trainer_module, "epoch_for", always_general)
+    general_fit = fit()
+    assert calls and not any(calls)  # every batch was one chunk, and the general epoch ran them
+    for got, want in zip(_weights(lean), _weights(general_fit)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(lean.loss_curve_, general_fit.loss_curve_, rtol=1e-13)
 
 
 def _fit_in_child_while_a_thread_holds_the_lock():
