@@ -334,7 +334,8 @@ def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, back
     total = 0.0
     for start in range(0, n_rows, batch_size):
         nb = batch_size if batch_size < n_rows - start else n_rows - start  # not min(): a compiled function
-        k = (ws.acts.shape[0] if ws.acts.shape[0] < nb else nb) if _CHUNKED else 1
+        # one chunk: np.int64(1), not a literal 1, so that the chunk pass has the signature predict calls it with
+        k = (ws.acts.shape[0] if ws.acts.shape[0] < nb else nb) if _CHUNKED else np.int64(1)
         for c in prange(k):  # prange counts in uint64: pass int64, the serial loop's type, for one compiled callee
             chunk = np.int64(c)
             for r in range(nb * chunk // k, nb * (chunk + 1) // k):

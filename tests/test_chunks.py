@@ -225,6 +225,16 @@ def test_one_chunk_epoch_equals_the_general_epoch(monkeypatch, solver, nesterov)
     np.testing.assert_allclose(lean.loss_curve_, general_fit.loss_curve_, rtol=1e-13)
 
 
+def test_training_and_predict_share_one_compiled_chunk_pass():
+    """The epochs call the chunk pass with the argument types predict does: one compilation, not one per caller."""
+    model = MLPClassifier((6,), activation="tanh", batch_size=50, max_iter=1).fit(X, Y_CLASS)  # one-chunk epoch
+    model.predict(X)
+    MLPClassifier((6,), activation="tanh", batch_size=300, max_iter=1).fit(X, Y_CLASS)  # chunked epoch
+    chunk_pass = model._network.kernels.chunk_pass
+    signatures = [s for s in chunk_pass.signatures if str(s[4]) == "Batch(array(float64, 1d, C) x 3)"]
+    assert len(signatures) == 1, signatures
+
+
 def _fit_in_child_while_a_thread_holds_the_lock():
     return _weights(_fit("sgd", n_threads=2)), _weights(_fit("adam"))
 
