@@ -33,15 +33,17 @@ result.  The loops over chunks and parameter segments are ``prange`` loops.
 
 Compile time follows the shape of this code.  Each jitted callee is compiled on
 its own, then linked into every caller and optimised and code-generated again
-there; Numba's own inlining (``inline="always"``) costs more still.  So the call
-tree is two levels deep: an entry point (epoch, full-batch gradient, predict)
-and two flat functions it calls, the chunk pass and the optimizer step, each
-with its loops written out and only scalar helpers inlined; small helpers take
-arrays, not whole bundles.  Everything is compiled per kind of network
-(:func:`kernels_for`, :func:`epoch_for`): a copy whose globals name that
-network's activations, loss and optimizer, so Numba prunes every other one's
-branch before typing it, serially (``prange`` is ``range``) and, only when a fit
-first runs chunks on threads, with ``parallel=True``.
+there; Numba's own inlining (``inline="always"``) of a function as large as the
+chunk pass costs more still.  So the call tree is two levels deep: an entry
+point (epoch, full-batch gradient, predict) and the flat functions it calls, the
+chunk pass and the optimizer step, with their loops written out and only scalar
+helpers inlined; small helpers take arrays, not whole bundles.  Everything is
+compiled per kind of network (:func:`kernels_for`, :func:`epoch_for`): a copy
+whose globals name that network's activations, loss and optimizer, so Numba
+prunes every other one's branch before typing it.  An epoch is compiled in one of
+three copies: for batches of one row chunk (the optimizer step inlined), and for
+chunked batches serially (``prange`` is ``range``) and, only when a fit first runs
+chunks on threads, with ``parallel=True``.
 """
 
 import functools
@@ -62,6 +64,7 @@ from ._config import (
     SGD,
     SOFTMAX,
     jit,
+    jit_inline,
     jit_inner,
     jit_parallel,
     specialize,
@@ -240,7 +243,8 @@ def _step_segment_source(s, n_seg, params, grads, state, n_coef, scale, hyper, t
     ``||W||^2`` before the step.  Each segment stays on one thread, and only it
     touches its slice of the parameters, state and gradients.  (A function, not
     the body of the caller's ``prange`` loop: there, Numba's parallel lowering lost
-    the write into ``seg_norm``, an array of a bundle.)
+    the write into ``seg_norm``, an array of a bundle; and one compiled function
+    serves the serial and the parallel epoch, which so compute bitwise the same.)
 
     The loops run over slices indexed from 0: LLVM vectorizes those, but not a
     ``range(lo, hi)`` loop whose ``lo`` is a computed quotient (measured 9x slower).
@@ -455,7 +459,11 @@ def epoch_for(hidden_code: int, out_code: int, solver: int, parallel: bool, chun
     Without ``chunked`` (a workspace of one row chunk), a leaner copy that runs every batch as one chunk.
     """
     suffix = _suffix(hidden_code, out_code) + ("_adam" if solver == ADAM else "_sgd") + ("" if chunked else "_one")
-    step = jit_inner(specialize(_step_segment_source, suffix, _SOLVER=solver, _CHUNKED=chunked))
+    # The chunked epochs, serial and parallel, call one compiled step, so that they compute bitwise the same
+    # (each compiled copy may contract a * b + c into fused multiply-adds differently); the one-chunk epoch,
+    # whatever the thread count, inlines its own (one library less to compile and link).
+    step = (jit_inner if chunked else jit_inline)(specialize(_step_segment_source, suffix, _SOLVER=solver,
+                                                            _CHUNKED=chunked))
     source = specialize(_train_epoch, suffix + ("_parallel" if parallel else ""), _CHUNKED=chunked,
                         _chunk_pass=kernels_for(hidden_code, out_code).chunk_pass, _step_segment=step)
     return (jit_parallel if parallel else jit)(source)
