@@ -37,7 +37,9 @@ there; Numba's own inlining (``inline="always"``) of a function as large as the
 chunk pass costs more still.  So the call tree is two levels deep: an entry
 point (epoch, full-batch gradient, predict) and the flat functions it calls, the
 chunk pass and the optimizer step, with their loops written out and only scalar
-helpers inlined; small helpers take arrays, not whole bundles.  Everything is
+helpers inlined; small helpers take arrays, not whole bundles; none of it
+allocates, so it is compiled without reference counting
+(:data:`fastbp._config.NO_NRT`).  Everything is
 compiled per kind of network (:func:`kernels_for`, :func:`epoch_for`): a copy
 whose globals name that network's activations, loss and optimizer, so Numba
 prunes every other one's branch before typing it.  An epoch is compiled in one of
@@ -92,7 +94,7 @@ def objective(data_loss, squared_norm, weight, alpha, loss_scale):
     return (data_loss * loss_scale + 0.5 * alpha * squared_norm) / weight
 
 
-_objective = jit_inner(objective)
+_objective = jit_inner(objective, nrt=False)
 
 
 # Set in each compiled copy of the sources below (see kernels_for and epoch_for): the network's
@@ -292,7 +294,7 @@ def _step_segment_source(s, n_seg, params, grads, state, n_coef, scale, hyper, t
     seg_norm[s] = norm
 
 
-@jit_inner
+@functools.partial(jit_inner, nrt=False)
 def _chunk_totals(chunk_loss, chunk_weight, chunk_finite, n_chunks):
     """``(loss sum, weight sum, all finite)`` of the chunks, summed in chunk order."""
     loss = 0.0
@@ -446,10 +448,10 @@ def kernels_for(hidden_code: int, out_code: int) -> Kernels:
     chunk_pass = jit_inner(specialize(_chunk_pass_source, suffix, _HIDDEN=hidden_code, _OUT=out_code,
                                       _hidden_act=ACTIVATE[hidden_code], _hidden_derivative=DERIVATIVE[hidden_code],
                                       _out_act=ACTIVATE[out_code if out_code < len(ACTIVATE) else IDENTITY],
-                                      _unit_loss=UNIT_LOSS[out_code]))
-    return Kernels(chunk_pass, jit(specialize(_loss_gradient, suffix, _chunk_pass=chunk_pass)),
-                   jit_parallel(specialize(_loss_gradient, suffix + "_parallel", _chunk_pass=chunk_pass)),
-                   jit(specialize(_predict, suffix, _chunk_pass=chunk_pass)))
+                                      _unit_loss=UNIT_LOSS[out_code]), nrt=False)
+    return Kernels(chunk_pass, jit(specialize(_loss_gradient, suffix, _chunk_pass=chunk_pass), nrt=False),
+                   jit_parallel(specialize(_loss_gradient, suffix + "_parallel", _chunk_pass=chunk_pass), nrt=False),
+                   jit(specialize(_predict, suffix, _chunk_pass=chunk_pass), nrt=False))
 
 
 @functools.cache
@@ -462,11 +464,11 @@ def epoch_for(hidden_code: int, out_code: int, solver: int, parallel: bool, chun
     # The chunked epochs, serial and parallel, call one compiled step, so that they compute bitwise the same
     # (each compiled copy may contract a * b + c into fused multiply-adds differently); the one-chunk epoch,
     # whatever the thread count, inlines its own (one library less to compile and link).
-    step = (jit_inner if chunked else jit_inline)(specialize(_step_segment_source, suffix, _SOLVER=solver,
-                                                            _CHUNKED=chunked))
+    step = specialize(_step_segment_source, suffix, _SOLVER=solver, _CHUNKED=chunked)
+    step = jit_inner(step, nrt=False) if chunked else jit_inline(step)
     source = specialize(_train_epoch, suffix + ("_parallel" if parallel else ""), _CHUNKED=chunked,
                         _chunk_pass=kernels_for(hidden_code, out_code).chunk_pass, _step_segment=step)
-    return (jit_parallel if parallel else jit)(source)
+    return (jit_parallel if parallel else jit)(source, nrt=False)
 
 
 def _suffix(hidden_code, out_code):
