@@ -44,7 +44,7 @@ IDENTITY, RELU, LOGISTIC, TANH, SOFTMAX, EXP = range(6)
 # 7% faster in two chunks than in one; at batch 64 one chunk is as fast as two.
 CHUNK_ROWS = 64
 
-SGD, ADAM = 0, 1  # the solver codes (fastbp.step.OPTIMIZER_STEPS)
+SGD, ADAM = 0, 1  # the solver codes (the global _SOLVER of each compiled copy in fastbp.step)
 EPOCH_DONE, EPOCH_DIVERGED, EPOCH_BAD_ORDER = 0, 1, 2  # the status an epoch kernel returns
 
 
@@ -74,7 +74,7 @@ def jit_parallel(func, nrt=True):
 # Code that never allocates an array (every array it touches is an argument or a view of one, and
 # it keeps none past the call) needs none of the NRT's reference counting: compiled without it
 # (Numba's "_nrt" option), it spares Numba the incref/decref code of every array it names, and LLVM
-# the passes that prune it (about 8% of a first fit's compile time).  Allocating in such code fails
+# the passes that prune it (about 7% of a first fit's compile time).  Allocating in such code fails
 # at compile time ("NRT required but not enabled"), never at run time.
 NO_NRT = {"_nrt": False}
 

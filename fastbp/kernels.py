@@ -63,6 +63,20 @@ def _exp_nonpositive(x):
     return p * _POW2_NONPOSITIVE[k if k < 126 else 126]
 
 
+@jit_inline
+def _exp_shifted(flat):
+    """``flat[k] = e^flat[k]`` in place, for a softmax block shifted to ``<= 0`` (this softmax and fastbp.step's).
+
+    float32 by the vectorizable :func:`_exp_nonpositive`; float64 keeps ``np.exp``'s precision.
+    """
+    if flat.itemsize == 4:
+        for k in range(flat.size):
+            flat[k] = _exp_nonpositive(flat[k])
+    else:
+        for k in range(flat.size):
+            flat[k] = np.exp(flat[k])
+
+
 # One kernel per activation, with the finiteness check riding along in the same
 # pass: ``abs(v) < inf`` is False exactly for NaN and infinities, an ordered
 # comparison that fastmath (which here keeps NaN and infinity semantics) cannot
@@ -185,13 +199,7 @@ def _softmax_forward(Z, b):
             top = v if v > top else top
         for j in range(m):
             Z[i, j] -= top
-    flat = Z.reshape(Z.size)
-    if Z.itemsize == 4:  # float32: the vectorizable exp; float64 keeps np.exp's precision
-        for k in range(flat.size):
-            flat[k] = _exp_nonpositive(flat[k])
-    else:
-        for k in range(flat.size):
-            flat[k] = np.exp(flat[k])
+    _exp_shifted(Z.reshape(Z.size))
     for i in range(n):
         total = Z.dtype.type(0)
         for j in range(m):
@@ -328,7 +336,7 @@ def _poisson_unit(p, y, eps):
 
 
 # The scalar loss paired with each output activation code (None: not an output activation).
-UNIT_LOSS = (_squared_unit, None, _binary_log_unit, None, _log_unit, _poisson_unit)
+_UNIT_LOSS = (_squared_unit, None, _binary_log_unit, None, _log_unit, _poisson_unit)
 
 
 def _pointwise_output(out, Y, sw, delta, db, backward):
@@ -362,9 +370,14 @@ def _pointwise_output(out, Y, sw, delta, db, backward):
     return total, weight
 
 
-# The loss and start of backward for each output activation code (None: not an output activation).
+# The loss and start of backward for each output activation code (None: not an output activation):
+# compiled kernels for Python callers (validation, output_loss), and the same source inlined into the
+# whole-network chunk pass (fastbp.step), so that training and validation losses are one computation.
 OUTPUT = tuple(None if unit is None else jit(specialize(_pointwise_output, "_" + ALL_ACTIVATIONS[c], _unit_loss=unit))
-               for c, unit in enumerate(UNIT_LOSS))
+               for c, unit in enumerate(_UNIT_LOSS))
+OUTPUT_INLINE = tuple(None if unit is None else jit_inline(specialize(_pointwise_output, "_" + ALL_ACTIVATIONS[c],
+                                                                     _unit_loss=unit))
+                      for c, unit in enumerate(_UNIT_LOSS))
 
 
 def loss_sum(out, Y, sw, code):

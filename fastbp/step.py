@@ -73,7 +73,7 @@ from ._config import (
 )
 from ._intrinsics import block as _block
 from ._intrinsics import gemm
-from .kernels import ACTIVATE, DERIVATIVE, UNIT_LOSS, _eps, _exp_nonpositive
+from .kernels import ACTIVATE, DERIVATIVE, OUTPUT_INLINE, _exp_shifted
 
 Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
 Workspace = namedtuple("Workspace", "acts deltas act_off grads chunk_loss chunk_weight chunk_finite seg_norm")
@@ -102,7 +102,7 @@ _objective = jit_inner(objective, nrt=False)
 # Numba reads globals as constants and prunes the branches they decide before it types anything,
 # so each copy compiles only its own network's code.
 _HIDDEN, _OUT, _SOLVER, _CHUNKED = RELU, SOFTMAX, SGD, True
-_hidden_act = _hidden_derivative = _out_act = _unit_loss = _chunk_pass = _step_segment = None
+_hidden_act = _hidden_derivative = _out_act = _out_start = _chunk_pass = _step_segment = None
 
 
 def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
@@ -123,7 +123,9 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
 
     One flat function, not a call per layer kernel: each compiled callee is
     optimised and code-generated again inside every caller, which made compile
-    time grow with the depth of the call tree.
+    time grow with the depth of the call tree.  The output kernel (loss, delta
+    and intercept gradient: ``kernels.OUTPUT_INLINE``, the source of validation's
+    ``kernels.OUTPUT``) and the softmax's exponential are inlined, not called.
     """
     sizes, coef_off, icpt_off = layout.sizes, layout.coef_off, layout.icpt_off
     last = sizes.size - 2
@@ -161,13 +163,7 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
                 top = v if v > top else top
             for j in range(n_out):
                 out[r, j] -= top
-        flat = acts[act_off[last]:act_off[last] + m * n_out]
-        if flat.itemsize == 4:  # float32: the vectorizable exp; float64 keeps np.exp's precision
-            for k in range(flat.size):
-                flat[k] = _exp_nonpositive(flat[k])
-        else:
-            for k in range(flat.size):
-                flat[k] = np.exp(flat[k])
+        _exp_shifted(acts[act_off[last]:act_off[last] + m * n_out])
         for r in range(m):
             total = zero
             for j in range(n_out):
@@ -192,29 +188,9 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
     if not backward:
         return
     # The loss (sum over rows of sw * loss, in float64), the output delta (out - Y) * sw and its column sums.
-    Y, sw = _block(batch.y, lo * n_out, m, n_out), batch.sw[lo:hi]
-    D = _block(deltas, act_off[last], m, n_out)
-    db = grad[icpt_off[last]:icpt_off[last] + n_out]
-    eps = _eps(params)
-    loss = 0.0
-    weight = 0.0
-    for j in range(n_out):
-        db[j] = zero
-    for r in range(m):
-        w = sw[r]
-        for j in range(n_out):
-            d = (out[r, j] - Y[r, j]) * w
-            D[r, j] = d
-            db[j] += d
-        row = 0.0
-        for j in range(n_out):
-            y = float(Y[r, j])
-            if y != y:  # never (targets are finite), but a second exit keeps LLVM from vectorizing this loop,
-                break  # which would take the log of every element, not only where the target is not 0
-            row += _unit_loss(float(out[r, j]), y, eps)
-        loss += w * row
-        weight += w
-    ws.chunk_loss[c], ws.chunk_weight[c] = loss, weight
+    ws.chunk_loss[c], ws.chunk_weight[c] = _out_start(out, _block(batch.y, lo * n_out, m, n_out), batch.sw[lo:hi],
+                                                      _block(deltas, act_off[last], m, n_out),
+                                                      grad[icpt_off[last]:icpt_off[last] + n_out], backward)
     for i in range(last, -1, -1):
         D = _block(deltas, act_off[i], m, sizes[i + 1])
         A_prev = X0 if i == 0 else _block(acts, act_off[i - 1], m, sizes[i])
@@ -375,9 +351,9 @@ def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, back
         total += _objective(data_loss, norm, weight, penalty.alpha, penalty.loss_scale) * nb
     bad = 0
     for j in range(params.size):
-        bad += 0 if abs(params[j]) < inf else 1
+        bad += not abs(params[j]) < inf
         for i in range(state.shape[0]):
-            bad += 0 if abs(state[i, j]) < inf else 1
+            bad += not abs(state[i, j]) < inf
     return total, t, EPOCH_DONE if bad == 0 else EPOCH_DIVERGED
 
 
@@ -448,7 +424,7 @@ def kernels_for(hidden_code: int, out_code: int) -> Kernels:
     chunk_pass = jit_inner(specialize(_chunk_pass_source, suffix, _HIDDEN=hidden_code, _OUT=out_code,
                                       _hidden_act=ACTIVATE[hidden_code], _hidden_derivative=DERIVATIVE[hidden_code],
                                       _out_act=ACTIVATE[out_code if out_code < len(ACTIVATE) else IDENTITY],
-                                      _unit_loss=UNIT_LOSS[out_code]), nrt=False)
+                                      _out_start=OUTPUT_INLINE[out_code]), nrt=False)
     return Kernels(chunk_pass, jit(specialize(_loss_gradient, suffix, _chunk_pass=chunk_pass), nrt=False),
                    jit_parallel(specialize(_loss_gradient, suffix + "_parallel", _chunk_pass=chunk_pass), nrt=False),
                    jit(specialize(_predict, suffix, _chunk_pass=chunk_pass), nrt=False))
