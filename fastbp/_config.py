@@ -45,7 +45,7 @@ IDENTITY, RELU, LOGISTIC, TANH, SOFTMAX, EXP = range(6)
 CHUNK_ROWS = 64
 
 SGD, ADAM = 0, 1  # the solver codes (the global _SOLVER of each compiled copy in fastbp.step)
-EPOCH_DONE, EPOCH_DIVERGED, EPOCH_BAD_ORDER = 0, 1, 2  # the status an epoch kernel returns
+EPOCH_DONE, EPOCH_DIVERGED, EPOCH_BAD_ORDER, EPOCH_ABORTED = 0, 1, 2, 3  # the status an epoch kernel returns
 
 
 def jit(func, nrt=True):

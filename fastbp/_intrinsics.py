@@ -1,4 +1,4 @@
-"""Two operations of the nopython core written straight as LLVM IR: the matrix product and the block view.
+"""Operations of the nopython core written straight as LLVM IR: the matrix product, the block view, the barrier.
 
 :func:`gemm` is one direct call of BLAS ``sgemm`` / ``dgemm``.
 
@@ -14,6 +14,9 @@ A row-major ``C = op(A) @ op(B)`` is the column-major ``C^T = op(B)^T @ op(A)^T`
 each C-order array read column-major is its own transpose, so the call swaps the
 operands and passes each one's row length as its leading dimension.
 """
+
+import ctypes
+import sys
 
 import numpy as np
 from llvmlite import binding, ir
@@ -118,3 +121,63 @@ def _block(typingctx, buf, offset, rows, cols):
 
 
 block = _python_block if config.DISABLE_JIT else _block
+
+
+# What a waiting worker calls when its partner is late (not merely busy for a few microseconds): most
+# likely the partner lost its core to another process, which this thread should give it back.
+_YIELD = "fastbp_yield"
+binding.add_symbol(_YIELD, ctypes.cast(ctypes.windll.kernel32.SwitchToThread if sys.platform == "win32"
+                                       else ctypes.CDLL(None).sched_yield, ctypes.c_void_p).value)
+_SPINS_BEFORE_YIELD = 4096
+
+
+def _python_meet(sync, n_workers, arrivals):
+    return True  # without the JIT, workers do not run side by side (fastbp._threads.run_workers)
+
+
+@intrinsic
+def _meet(typingctx, sync, n_workers, arrivals):
+    """A barrier of ``n_workers`` threads, this worker's ``arrivals``-th; False if ``sync[1]`` says give up.
+
+    ``sync`` is an int64 array, zero before the first barrier: ``sync[0]`` counts
+    arrivals, atomically, so barrier ``a`` is passed when it reaches ``n_workers *
+    a``.  The arrival is sequentially consistent and the wait reads with acquire
+    ordering, so everything a worker wrote before its arrival is seen by every
+    worker after the barrier.  A waiter spins on an atomic load (which the
+    compiler may not hoist out of the loop) and yields its core every few
+    thousand spins.
+    """
+    if not (isinstance(sync, types.Array) and sync.ndim == 1 and sync.layout == "C" and sync.dtype == types.int64
+            and sync.mutable and isinstance(n_workers, types.Integer) and isinstance(arrivals, types.Integer)):
+        return None
+    sig = types.boolean(sync, n_workers, arrivals)
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(sync)(context, builder, args[0])
+        int64 = ir.IntType(64)
+        workers, count = (context.cast(builder, v, t, types.int64) for v, t in zip(args[1:], signature.args[1:]))
+        arrived, abort = array.data, builder.gep(array.data, [int64(1)])
+        target = builder.mul(workers, count)
+        builder.atomic_rmw("add", arrived, int64(1), "seq_cst")
+        yield_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), _YIELD)
+        spins = cgutils.alloca_once_value(builder, int64(0))
+        wait, spin, done = (builder.append_basic_block(name) for name in ("meet.wait", "meet.spin", "meet.done"))
+        builder.branch(wait)
+        builder.position_at_end(wait)
+        passed = builder.icmp_signed(">=", builder.load_atomic(arrived, "acquire", 8), target)
+        aborted = builder.icmp_signed("!=", builder.load_atomic(abort, "acquire", 8), int64(0))
+        builder.cbranch(builder.or_(passed, aborted), done, spin)
+        builder.position_at_end(spin)
+        n = builder.add(builder.load(spins), int64(1))
+        builder.store(n, spins)
+        with builder.if_then(builder.icmp_signed(">=", n, int64(_SPINS_BEFORE_YIELD))):
+            builder.call(yield_fn, [])
+            builder.store(int64(0), spins)
+        builder.branch(wait)
+        builder.position_at_end(done)
+        return builder.not_(aborted)
+
+    return sig, codegen
+
+
+meet = _python_meet if config.DISABLE_JIT else _meet

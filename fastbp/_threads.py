@@ -1,38 +1,50 @@
-"""Who runs a batch's row chunks: Numba's threads, or the calling thread alone.
+"""Who runs a batch's parts: worker threads side by side, or the calling thread alone.
 
 Small layers (digits at batch 200 and width 100) leave most of a core idle: their
 products are too small for OpenBLAS to split them well over threads.  So a batch
-is cut into row chunks (:meth:`fastbp.network.Network.chunk_count`) that Numba's
-threads run side by side, each calling BLAS on one thread.  Three rules keep
-that safe:
+is cut into parts that threads run side by side, each calling BLAS on one
+thread: row chunks (:meth:`fastbp.network.Network.chunk_count`) or, for wide
+layers, unit halves (:mod:`fastbp.halves`).  An epoch runs on workers
+(:func:`run_workers`): the calling thread and persistent helper threads, each
+running the whole compiled epoch for its share and meeting the others at
+barriers (:func:`fastbp._intrinsics.meet`), so a step costs a barrier, not a
+launch of a thread pool.  A full-batch gradient's chunks run on Numba's thread
+pool instead (one ``prange`` loop per call).  The rules that keep this safe:
 
 * **BLAS single-threaded meanwhile.**  Two threads each calling a threaded BLAS
   would oversubscribe the cores, so the BLAS libraries are set to one thread for
   the epoch and set back after it, under one process-wide lock (also held by an
-  estimator's ``n_threads`` limit).  The lock also means fastbp never launches
-  two parallel regions at once, which Numba's ``workqueue`` layer cannot do.
-* **After a fork, one thread.**  GNU OpenMP (Numba's ``omp`` layer) aborts a
-  forked child that uses it after the parent did, so a child of a process whose
-  thread pool had started runs its chunks one after another; and the child gets
-  a fresh lock, since a thread of the parent may have held it at the fork.
-* **Idle BLAS threads stopped for a chunked fit.**  After a threaded product,
+  estimator's ``n_threads`` limit).  The lock also means one epoch at a time uses
+  the helpers, and fastbp never launches two parallel regions at once, which
+  Numba's ``workqueue`` layer cannot do.
+* **After a fork, Numba's pool on one thread.**  GNU OpenMP (Numba's ``omp``
+  layer) aborts a forked child that uses it after the parent did, so such a child
+  runs a full-batch gradient's chunks one after another; and the child gets a
+  fresh lock, since a thread of the parent may have held it at the fork, and new
+  helpers, since threads do not survive a fork.
+* **Idle BLAS threads stopped for a parallel fit.**  After a threaded product,
   OpenBLAS's worker threads spin for about 0.1 s waiting for more work, and a
-  spinning thread takes a core from the chunks: the defaults fit on digits ran at
-  half speed right after a scikit-learn fit.  Setting the thread count does not
-  stop them, so :func:`fit_scope` puts every BLAS library on one thread for the
-  whole fit and then shuts each OpenBLAS thread pool down (OpenBLAS starts it
+  spinning thread takes a core from the workers: the defaults fit on digits ran
+  at half speed right after a scikit-learn fit.  Setting the thread count does
+  not stop them, so :func:`fit_scope` puts every BLAS library on one thread for
+  the whole fit and then shuts each OpenBLAS thread pool down (OpenBLAS starts it
   again at the next change of its thread count or threaded call, as after a
-  fork).  Only when no other Python thread runs: one could be inside such a call.
-* **Results do not depend on threads.**  Only the chunk count decides the
-  arithmetic, so the same fit gives bitwise the same weights on any number of
-  threads; threads only decide how fast.
+  fork).  Only when no other Python thread runs (fastbp's own helpers aside):
+  one could be inside such a call.
+* **Results do not depend on threads.**  Only the shapes decide the parts, so the
+  same fit gives bitwise the same weights on any number of threads; threads only
+  decide how fast.
+* **No JIT, no threads.**  Under ``NUMBA_DISABLE_JIT`` the barriers are no-ops,
+  so everything runs on the calling thread.
 """
 
 import os
+import queue
 import threading
 from contextlib import contextmanager
 
 import numba
+import numpy as np
 from numba.np.ufunc import parallel as _numba_parallel
 from threadpoolctl import ThreadpoolController
 
@@ -42,12 +54,14 @@ _process_cap = None  # set by limit_process (fastbp.distributed.configure_worker
 _forked_after_pool = False
 _blas = None
 _blas_pools = None
+_helpers = []  # the persistent threads that run workers 1, 2, ... of an epoch (run_workers)
 
 
 def _after_fork_in_child():
     # The child has only the forking thread: a LOCK held by another thread at the fork would never be released.
-    global _forked_after_pool, LOCK
+    global _forked_after_pool, LOCK, _helpers
     LOCK = threading.RLock()
+    _helpers = []
     _forked_after_pool = _forked_after_pool or bool(getattr(_numba_parallel, "_is_initialized", True))
 
 
@@ -85,9 +99,13 @@ def limit(n_threads):
             _restore_blas(counts, n_threads)
 
 
-def chunk_threads(n_chunks: int) -> int:
-    """How many threads may run ``n_chunks`` row chunks in this thread now."""
-    if n_chunks <= 1 or _forked_after_pool:
+def chunk_threads(n_chunks: int, pool: bool = False) -> int:
+    """How many threads may run ``n_chunks`` row chunks in this thread now.
+
+    ``pool``: on Numba's thread pool (a ``prange`` loop), which a forked child of a
+    parent that started it may not use; else on :func:`run_workers`' threads.
+    """
+    if n_chunks <= 1 or numba.config.DISABLE_JIT or (pool and _forked_after_pool):
         return 1
     caps = [c for c in (getattr(_local, "cap", None), _process_cap) if c is not None]
     return max(1, min([n_chunks, numba.get_num_threads(), *caps]))
@@ -161,7 +179,7 @@ def fit_scope(n_chunks: int):
     Only when the chunks will run on threads and no other Python thread runs (see
     the module's notes); otherwise each chunked epoch sets BLAS on its own.
     """
-    if chunk_threads(n_chunks) <= 1 or threading.active_count() > 1:
+    if chunk_threads(n_chunks) <= 1 or threading.active_count() - len(_helpers) > 1:
         yield
         return
     with LOCK:
@@ -178,26 +196,77 @@ def fit_scope(n_chunks: int):
 
 
 @contextmanager
-def chunked(n_chunks: int):
-    """Yields whether this block's chunked steps run on Numba's threads.
+def chunked(n_chunks: int, pool: bool = False):
+    """Yields how many threads this block's ``n_chunks`` row chunks run on (:func:`chunk_threads`).
 
-    When they do, every BLAS library is on one thread for the block, under
-    :data:`LOCK`, and Numba runs at most the allowed count in this thread.
+    When more than one, every BLAS library is on one thread for the block, under
+    :data:`LOCK`, and Numba's pool (``pool``) runs at most that many in this thread.
     Called once per epoch, so it touches only what it must: a few microseconds.
     """
-    threads = chunk_threads(n_chunks)
+    threads = chunk_threads(n_chunks, pool)
     if threads <= 1:
-        yield False
+        yield 1
         return
     available = numba.get_num_threads()
     with LOCK:
         before = None if getattr(_local, "blas_single", False) else _set_blas(1)  # else fit_scope set them
         try:
-            if threads < available:
+            if pool and threads < available:
                 numba.set_num_threads(threads)
-            yield True
+            yield threads
         finally:
-            if threads < available:
+            if pool and threads < available:
                 numba.set_num_threads(available)
             if before is not None:
                 _restore_blas(before, 1)
+
+
+class _Helper:
+    """A daemon thread that runs the jobs it is given, one at a time, each a worker of an epoch."""
+
+    def __init__(self):
+        self.jobs, self.done = queue.SimpleQueue(), queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="fastbp-worker", daemon=True).start()
+
+    def _serve(self):
+        while True:
+            kernel, args = self.jobs.get()
+            try:
+                kernel(*args)
+                self.done.put(None)
+            except BaseException as exc:  # noqa: BLE001  (re-raised in the thread that gave the job)
+                args[2][1] = 1  # sync: the other workers' barriers give up instead of waiting for this one
+                self.done.put(exc)
+
+
+def run_workers(kernel, n_workers: int, args: tuple):
+    """``kernel(worker, n_workers, sync, *args)`` on ``n_workers`` threads at once; returns worker 0's result.
+
+    Worker 0 runs in this thread, the others on persistent helper threads, so an
+    epoch costs two thread hand-offs, not a thread start per worker.  ``sync`` is a
+    fresh int64 array of two zeros: ``kernel``'s barriers count in ``sync[0]``, and
+    ``sync[1]`` set tells them to give up (a worker that raised before reaching its
+    first barrier would otherwise leave the others waiting).  An exception of any
+    worker is raised here, after every worker has returned.  With more than one
+    worker, the caller holds :data:`LOCK` (:func:`chunked`): one epoch at a time
+    uses the helpers.
+    """
+    sync = np.zeros(2, np.int64)
+    if n_workers <= 1:
+        return kernel(0, 1, sync, *args)
+    while len(_helpers) < n_workers - 1:
+        _helpers.append(_Helper())
+    helpers = _helpers[:n_workers - 1]
+    for worker, helper in enumerate(helpers, 1):
+        helper.jobs.put((kernel, (worker, n_workers, sync, *args)))
+    try:
+        result = kernel(0, n_workers, sync, *args)
+    except BaseException:
+        sync[1] = 1
+        raise
+    finally:
+        errors = [helper.done.get() for helper in helpers]
+    for error in errors:
+        if error is not None:
+            raise error
+    return result

@@ -29,23 +29,26 @@ A batch is processed in row chunks: each chunk has its own activation and
 gradient blocks, so the chunks may run on several threads; their losses and
 gradients are summed in one fixed order.  The chunk count comes from the batch
 size alone (``Network.chunk_count``), so one thread or many give bitwise the same
-result.  The loops over chunks and parameter segments are ``prange`` loops.
+result.  An epoch's chunks and parameter segments are shared out among workers
+that run the whole epoch side by side, meeting at a barrier after each phase of a
+step (:func:`_train_epoch`, :func:`fastbp._threads.run_workers`); a full-batch
+gradient's chunks run in a ``prange`` loop.  (:mod:`fastbp.halves` trains small
+batches of wide networks on two cores the other way: by cutting layers, not rows.)
 
 Compile time follows the shape of this code.  Each jitted callee is compiled on
 its own, then linked into every caller and optimised and code-generated again
 there; Numba's own inlining (``inline="always"``) of a function as large as the
 chunk pass costs more still.  So the call tree is two levels deep: an entry
 point (epoch, full-batch gradient, predict) and the flat functions it calls, the
-chunk pass and the optimizer step, with their loops written out and only scalar
-helpers inlined; small helpers take arrays, not whole bundles; none of it
-allocates, so it is compiled without reference counting
-(:data:`fastbp._config.NO_NRT`).  Everything is
-compiled per kind of network (:func:`kernels_for`, :func:`epoch_for`): a copy
-whose globals name that network's activations, loss and optimizer, so Numba
-prunes every other one's branch before typing it.  An epoch is compiled in one of
-three copies: for batches of one row chunk (the optimizer step inlined), and for
-chunked batches serially (``prange`` is ``range``) and, only when a fit first runs
-chunks on threads, with ``parallel=True``.
+chunk pass and the optimizer step, with their loops written out and only small
+helpers inlined (the loops over a block's rows, :func:`row_kernels`, and the
+update of a run of parameters, :func:`updates`); small helpers take arrays, not
+whole bundles; none of it allocates, so it is compiled without reference
+counting (:data:`fastbp._config.NO_NRT`).  Everything is compiled per kind of
+network (:func:`kernels_for`, :func:`epoch_for`): a copy whose globals name that
+network's activations, loss and optimizer, so Numba prunes every other one's
+branch before typing it.  An epoch is compiled in one of two copies: for batches
+of one row chunk (the optimizer step inlined), and for chunked batches.
 """
 
 import functools
@@ -57,14 +60,10 @@ from numba import prange
 from ._config import (
     ADAM,
     ALL_ACTIVATIONS,
+    EPOCH_ABORTED,
     EPOCH_BAD_ORDER,
     EPOCH_DIVERGED,
     EPOCH_DONE,
-    EXP,
-    IDENTITY,
-    RELU,
-    SGD,
-    SOFTMAX,
     jit,
     jit_inline,
     jit_inner,
@@ -72,8 +71,8 @@ from ._config import (
     specialize,
 )
 from ._intrinsics import block as _block
-from ._intrinsics import gemm
-from .kernels import ACTIVATE, DERIVATIVE, OUTPUT_INLINE, _exp_shifted
+from ._intrinsics import gemm, meet
+from .loops import all_finite, back_up, gather, order_is_valid, row_kernels, updates
 
 Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
 Workspace = namedtuple("Workspace", "acts deltas act_off grads chunk_loss chunk_weight chunk_finite seg_norm")
@@ -97,12 +96,13 @@ def objective(data_loss, squared_norm, weight, alpha, loss_scale):
 _objective = jit_inner(objective, nrt=False)
 
 
-# Set in each compiled copy of the sources below (see kernels_for and epoch_for): the network's
-# activation codes and scalar functions, its optimizer's code, and the copies an entry point calls.
-# Numba reads globals as constants and prunes the branches they decide before it types anything,
-# so each copy compiles only its own network's code.
-_HIDDEN, _OUT, _SOLVER, _CHUNKED = RELU, SOFTMAX, SGD, True
-_hidden_act = _hidden_derivative = _out_act = _out_start = _chunk_pass = _step_segment = None
+# Set in each compiled copy of the sources below (see kernels_for and epoch_for): the inlined loops of
+# the network's kind and optimizer (fastbp.loops), and the copies an entry point calls.  Numba reads
+# globals as constants and prunes the branches they decide before it types anything, so each copy
+# compiles only its own network's code.
+_CHUNKED = True
+_out_start = _chunk_pass = _step_segment = _update_span = _step_rate = None
+_activate_rows = _derive_rows = _output_rows = None
 
 
 def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
@@ -133,57 +133,19 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
     lo, hi = n * c // n_chunks, n * (c + 1) // n_chunks
     m = hi - lo
     acts, deltas, act_off, grad = ws.acts[c], ws.deltas[c], ws.act_off, ws.grads[c]
-    zero, one, inf = params.dtype.type(0), params.dtype.type(1), params.dtype.type(np.inf)
-    bad = 0  # pre-activations that are NaN or infinite, for which abs(v) < inf is False (taken before ReLU hides them)
+    bad = 0  # pre-activations that are NaN or infinite
     X0 = _block(batch.x, lo * n_in, m, n_in)
     A = X0
     for i in range(last):
         width = sizes[i + 1]
         Z = _block(acts, act_off[i], m, width)
         gemm(A, _block(params, coef_off[i], sizes[i], width), Z, 0, 0)
-        b = params[icpt_off[i]:icpt_off[i] + width]
-        for r in range(m):
-            for j in range(width):
-                v = Z[r, j] + b[j]
-                bad += not abs(v) < inf
-                Z[r, j] = _hidden_act(v, zero, one)
+        bad += _activate_rows(Z, params[icpt_off[i]:icpt_off[i] + width])
         A = Z
     out = _block(acts, act_off[last], m, n_out)
     gemm(A, _block(params, coef_off[last], sizes[last], n_out), out, 0, 0)
-    b = params[icpt_off[last]:icpt_off[last] + n_out]
-    if _OUT == SOFTMAX:
-        # Shift each row by its maximum, exponentiate the block as one flat loop (at 10 columns a loop
-        # per row hardly vectorizes: 2x slower), then normalise each row.
-        for r in range(m):
-            top = out[r, 0] + b[0]
-            for j in range(n_out):
-                v = out[r, j] + b[j]
-                bad += not abs(v) < inf
-                out[r, j] = v
-                top = v if v > top else top
-            for j in range(n_out):
-                out[r, j] -= top
-        _exp_shifted(acts[act_off[last]:act_off[last] + m * n_out])
-        for r in range(m):
-            total = zero
-            for j in range(n_out):
-                total += out[r, j]
-            inv = one / total
-            for j in range(n_out):
-                out[r, j] *= inv
-    elif _OUT == EXP:
-        for r in range(m):
-            for j in range(n_out):
-                v = out[r, j] + b[j]
-                e = np.exp(v)
-                bad += not (abs(v) < inf and e < inf)  # an overflow of exp counts too
-                out[r, j] = e
-    else:
-        for r in range(m):
-            for j in range(n_out):
-                v = out[r, j] + b[j]
-                bad += not abs(v) < inf
-                out[r, j] = _out_act(v, zero, one)
+    bad += _output_rows(out, params[icpt_off[last]:icpt_off[last] + n_out],
+                        acts[act_off[last]:act_off[last] + m * n_out])
     ws.chunk_finite[c] = bad == 0
     if not backward:
         return
@@ -200,36 +162,19 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
         width = sizes[i]
         D_prev = _block(deltas, act_off[i - 1], m, width)
         gemm(D, _block(params, coef_off[i], width, sizes[i + 1]), D_prev, 0, 1)
-        db = grad[icpt_off[i - 1]:icpt_off[i - 1] + width]
-        for j in range(width):
-            db[j] = zero
-        for r in range(m):
-            for j in range(width):
-                d = _hidden_derivative(A_prev[r, j], D_prev[r, j], zero, one)
-                D_prev[r, j] = d
-                db[j] += d
+        _derive_rows(A_prev, D_prev, grad[icpt_off[i - 1]:icpt_off[i - 1] + width])
 
 
 def _step_segment_source(s, n_seg, params, grads, state, n_coef, scale, hyper, t, alpha, seg_norm):
-    """The optimizer step on segment ``s`` of ``n_seg`` of the coefficients, and on the intercepts (no L2) for the last.
+    """The optimizer step (:func:`_update_span_source`) on segment ``s`` of ``n_seg`` of the coefficients.
 
-    The gradient of parameter ``w`` is ``(raw + alpha * w) * scale``, ``raw`` the
-    chunks' raw gradients summed.  SGD: ``v = momentum * v - lr * g``, ``w += v``
-    (Nesterov: ``w += momentum * v - lr * g``).  Adam, at step ``t``: moments ``m =
-    b1 m + (1 - b1) g`` and ``v = b2 v + (1 - b2) g^2``, ``w -= lr_t m / (sqrt(v) +
-    eps)`` with the bias-corrected ``lr_t``.  ``seg_norm[s]`` gets the segment's
-    ``||W||^2`` before the step.  Each segment stays on one thread, and only it
-    touches its slice of the parameters, state and gradients.  (A function, not
-    the body of the caller's ``prange`` loop: there, Numba's parallel lowering lost
-    the write into ``seg_norm``, an array of a bundle; and one compiled function
-    serves the serial and the parallel epoch, which so compute bitwise the same.)
-
-    The loops run over slices indexed from 0: LLVM vectorizes those, but not a
-    ``range(lo, hi)`` loop whose ``lo`` is a computed quotient (measured 9x slower).
+    The last segment also takes the intercepts (no L2).  The raw gradient is the
+    chunks' ``grads`` summed.  ``seg_norm[s]`` gets the segment's ``||W||^2`` before
+    the step.  Each segment stays on one worker, and only it touches its slice of
+    the parameters, state and gradients.
     """
     lo = n_coef * s // n_seg
     hi = params.size if s == n_seg - 1 else n_coef * (s + 1) // n_seg
-    split = n_coef - lo  # p[:split] are coefficients, p[split:] intercepts (no L2, not in the norm)
     # Chunks 2, 3, ... are summed into chunk 0's raw gradient; chunk 1's is added as the step reads
     # it, so with two chunks chunk 0's is not written back (on two threads a write would pull its
     # cache lines from the other core).
@@ -241,33 +186,8 @@ def _step_segment_source(s, n_seg, params, grads, state, n_coef, scale, hyper, t
             for k in range(g0.size):
                 g0[k] += extra[k]
         g1, has_g1 = grads[1][lo:hi], True
-    p = params[lo:hi]
-    zero, one = p.dtype.type(0), p.dtype.type(1)
-    norm = zero
-    if _SOLVER == SGD:
-        velocity = state[0][lo:hi]
-        lr, momentum, nesterov = hyper.lr, hyper.momentum, hyper.nesterov
-        for k in range(p.size):
-            w = p[k]
-            g = ((g0[k] + g1[k] if has_g1 else g0[k]) + (alpha if k < split else zero) * w) * scale
-            v = momentum * velocity[k] - lr * g
-            velocity[k] = v
-            p[k] = w + (momentum * v - lr * g) if nesterov else w + v
-            norm += w * w if k < split else zero
-    else:
-        m1, m2 = state[0][lo:hi], state[1][lo:hi]
-        beta_1, beta_2, epsilon = hyper.beta_1, hyper.beta_2, hyper.epsilon
-        lr = p.dtype.type(hyper.lr * np.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t))
-        for k in range(p.size):
-            w = p[k]
-            g = ((g0[k] + g1[k] if has_g1 else g0[k]) + (alpha if k < split else zero) * w) * scale
-            m = beta_1 * m1[k] + (one - beta_1) * g
-            v = beta_2 * m2[k] + (one - beta_2) * (g * g)
-            m1[k] = m
-            m2[k] = v
-            p[k] = w - lr * m / (np.sqrt(v) + epsilon)
-            norm += w * w if k < split else zero
-    seg_norm[s] = norm
+    lr = _step_rate(params, hyper, t)
+    seg_norm[s] = _update_span(params[lo:hi], g0, g1, has_g1, state, lo, n_coef - lo, scale, lr, hyper, alpha)
 
 
 @functools.partial(jit_inner, nrt=False)
@@ -283,78 +203,73 @@ def _chunk_totals(chunk_loss, chunk_weight, chunk_finite, n_chunks):
     return loss, weight, finite and abs(loss) < np.inf
 
 
-def _train_epoch(rows, order, batch_size, layout, ws, batch, params, state, backup, hyper, penalty, t):
-    """One epoch of minibatch training over the rows ``order`` of ``rows``.
+def _train_epoch(worker, n_workers, sync, rows, order, batch_size, layout, ws, batch, params, state, backup, hyper,
+                 penalty, t):
+    """Worker ``worker``'s share of one epoch of minibatch training over the rows ``order`` of ``rows``.
 
-    First ``backup`` gets a copy of ``params`` and ``state`` (its rows) for the
-    caller to restore on divergence.  Returns ``(sum over batches of batch_loss *
-    batch_rows, t, status)``: ``EPOCH_DONE``; ``EPOCH_DIVERGED`` at the first batch
-    whose loss is not finite (before its update), or when the state is not finite
-    after the last update (only the next forward would see it); or
-    ``EPOCH_BAD_ORDER``, before anything is touched, when ``order`` indexes outside
-    ``rows``.  ``t`` counts optimizer steps (Adam's bias correction).
+    ``n_workers`` threads run this side by side, each with its own ``worker`` in
+    ``[0, n_workers)`` and the same ``sync`` (:func:`fastbp._intrinsics.meet`; an
+    int64 array of two zeros), or one thread runs it alone (``n_workers == 1``).
+    Each batch's row chunks and then its parameter segments are shared out among
+    the workers, with a barrier after each: the chunks' gradients are complete
+    before any segment's update reads them, and every update is done before any
+    chunk's next forward reads the parameters.  What is computed depends on the
+    chunk count only, never on ``n_workers``: one thread or several give bitwise
+    the same result.  One epoch is one launch of the workers, not one per step.
+
+    First worker 0 copies ``params`` and ``state`` into ``backup`` (its rows) for
+    the caller to restore on divergence.  Returns ``(sum over batches of
+    batch_loss * batch_rows, t, status)``, the same in every worker:
+    ``EPOCH_DONE``; ``EPOCH_DIVERGED`` at the first batch whose loss is not finite
+    (before its update), or when the state is not finite after the last update
+    (only the next forward would see it; worker 0 checks); ``EPOCH_BAD_ORDER``,
+    before anything is touched, when ``order`` indexes outside ``rows``; or
+    ``EPOCH_ABORTED`` when a barrier saw ``sync[1]`` set (another worker failed to
+    start).  ``t`` counts optimizer steps (Adam's bias correction).
 
     Each chunk first gathers its own rows of the minibatch, so that the copy runs
     on the thread, and lands in the cache, that uses it; only those rows of a
     sparse ``rows`` are densified.
     """
     n_rows = order.size
-    for r in range(n_rows):
-        if order[r] < 0 or order[r] >= rows.sw.size:
-            return 0.0, t, EPOCH_BAD_ORDER
-    for j in range(params.size):  # a loop per row: each one vectorizes
-        backup[0, j] = params[j]
-    for i in range(state.shape[0]):
-        for j in range(params.size):
-            backup[i + 1, j] = state[i, j]
+    if not order_is_valid(order, rows.sw.size):
+        return 0.0, t, EPOCH_BAD_ORDER
+    if worker == 0:
+        back_up(params, state, backup)
     dtype = params.dtype.type
-    zero, inf = dtype(0), dtype(np.inf)
-    n_in, n_out = layout.sizes[0], rows.Y.shape[1]
-    sparse = rows.indptr.size > 0
-    bx, by, bsw = batch.x, batch.y, batch.sw
+    n_in = layout.sizes[0]
     backward = n_rows > 0  # True, but not a compile-time literal: one compiled chunk pass serves every caller
     total = 0.0
+    arrivals = 0  # barriers this worker has reached
     for start in range(0, n_rows, batch_size):
         nb = batch_size if batch_size < n_rows - start else n_rows - start  # not min(): a compiled function
         # one chunk: np.int64(1), not a literal 1, so that the chunk pass has the signature predict calls it with
         k = (ws.acts.shape[0] if ws.acts.shape[0] < nb else nb) if _CHUNKED else np.int64(1)
-        for c in prange(k):  # prange counts in uint64: pass int64, the serial loop's type, for one compiled callee
-            chunk = np.int64(c)
-            for r in range(nb * chunk // k, nb * (chunk + 1) // k):
-                src = order[start + r]
-                x = bx[r * n_in:(r + 1) * n_in]
-                if sparse:
-                    for j in range(n_in):
-                        x[j] = zero
-                    for e in range(rows.indptr[src], rows.indptr[src + 1]):
-                        x[rows.indices[e]] = rows.data[e]
-                else:
-                    for j in range(n_in):  # element loops: slice assignment costs more than these short rows
-                        x[j] = rows.X[src, j]
-                for j in range(n_out):
-                    by[r * n_out + j] = rows.Y[src, j]
-                bsw[r] = rows.sw[src]
+        for chunk in range(k * worker // n_workers, k * (worker + 1) // n_workers):
+            gather(rows, order, start, nb * chunk // k, nb * (chunk + 1) // k, 0, n_in, batch.x, batch.y, batch.sw)
             _chunk_pass(chunk, k, nb, backward, batch, layout, ws, params)
+        arrivals += 1
+        if not meet(sync, n_workers, arrivals):
+            return total, t, EPOCH_ABORTED
         data_loss, weight, finite = _chunk_totals(ws.chunk_loss, ws.chunk_weight, ws.chunk_finite, k)
-        if not weight > 0.0:
-            continue  # every row weighs 0: nothing to learn, and 1 / weight would be infinite
-        if not finite:
+        learns = weight > 0.0  # else every row weighs 0: nothing to learn, and 1 / weight would be infinite
+        if learns and not finite:
             return total, t, EPOCH_DIVERGED
-        t += 1
-        scale = dtype(1.0 / weight)
-        for s in prange(k):  # one parameter segment per chunk, on the chunk's thread
-            _step_segment(np.int64(s), k, params, ws.grads, state, layout.n_coef, scale, hyper, t, penalty.alpha,
-                          ws.seg_norm)
-        norm = 0.0
-        for s in range(k):
-            norm += ws.seg_norm[s]
-        total += _objective(data_loss, norm, weight, penalty.alpha, penalty.loss_scale) * nb
-    bad = 0
-    for j in range(params.size):
-        bad += not abs(params[j]) < inf
-        for i in range(state.shape[0]):
-            bad += not abs(state[i, j]) < inf
-    return total, t, EPOCH_DONE if bad == 0 else EPOCH_DIVERGED
+        if learns:
+            t += 1
+            scale = dtype(1.0 / weight)
+            for s in range(k * worker // n_workers, k * (worker + 1) // n_workers):  # one segment per chunk
+                _step_segment(s, k, params, ws.grads, state, layout.n_coef, scale, hyper, t, penalty.alpha,
+                              ws.seg_norm)
+        arrivals += 1
+        if not meet(sync, n_workers, arrivals):
+            return total, t, EPOCH_ABORTED
+        if learns:
+            norm = 0.0
+            for s in range(k):
+                norm += ws.seg_norm[s]
+            total += _objective(data_loss, norm, weight, penalty.alpha, penalty.loss_scale) * nb
+    return total, t, EPOCH_DONE if worker != 0 or all_finite(params, state) else EPOCH_DIVERGED
 
 
 def _loss_gradient(batch, layout, ws, params, penalty):
@@ -409,8 +324,6 @@ def _predict(params, layout, X, out, ws, chunk):
 
 
 Kernels = namedtuple("Kernels", "chunk_pass loss_gradient loss_gradient_chunked predict")
-
-
 @functools.cache
 def kernels_for(hidden_code: int, out_code: int) -> Kernels:
     """The compiled entry points for networks of one hidden and one output activation.
@@ -421,30 +334,29 @@ def kernels_for(hidden_code: int, out_code: int) -> Kernels:
     others, where ``prange`` is ``range``, never pay for the parallel lowering.
     """
     suffix = _suffix(hidden_code, out_code)
-    chunk_pass = jit_inner(specialize(_chunk_pass_source, suffix, _HIDDEN=hidden_code, _OUT=out_code,
-                                      _hidden_act=ACTIVATE[hidden_code], _hidden_derivative=DERIVATIVE[hidden_code],
-                                      _out_act=ACTIVATE[out_code if out_code < len(ACTIVATE) else IDENTITY],
-                                      _out_start=OUTPUT_INLINE[out_code]), nrt=False)
+    rk = row_kernels(hidden_code, out_code)
+    chunk_pass = jit_inner(specialize(_chunk_pass_source, suffix, _activate_rows=rk.activate_rows,
+                                      _derive_rows=rk.derive_rows, _output_rows=rk.output_rows,
+                                      _out_start=rk.out_start), nrt=False)
     return Kernels(chunk_pass, jit(specialize(_loss_gradient, suffix, _chunk_pass=chunk_pass), nrt=False),
                    jit_parallel(specialize(_loss_gradient, suffix + "_parallel", _chunk_pass=chunk_pass), nrt=False),
                    jit(specialize(_predict, suffix, _chunk_pass=chunk_pass), nrt=False))
 
 
 @functools.cache
-def epoch_for(hidden_code: int, out_code: int, solver: int, parallel: bool, chunked: bool = True):
-    """The compiled epoch (:func:`_train_epoch`) for one kind of network and optimizer, serial or on threads.
+def epoch_for(hidden_code: int, out_code: int, solver: int, chunked: bool = True):
+    """The compiled epoch (:func:`_train_epoch`) for one kind of network and optimizer.
 
-    Without ``chunked`` (a workspace of one row chunk), a leaner copy that runs every batch as one chunk.
+    Without ``chunked`` (a workspace of one row chunk), a leaner copy that runs every batch as one chunk
+    (on one worker).  Both inline their optimizer step (one library less to compile and link).
     """
     suffix = _suffix(hidden_code, out_code) + ("_adam" if solver == ADAM else "_sgd") + ("" if chunked else "_one")
-    # The chunked epochs, serial and parallel, call one compiled step, so that they compute bitwise the same
-    # (each compiled copy may contract a * b + c into fused multiply-adds differently); the one-chunk epoch,
-    # whatever the thread count, inlines its own (one library less to compile and link).
-    step = specialize(_step_segment_source, suffix, _SOLVER=solver, _CHUNKED=chunked)
-    step = jit_inner(step, nrt=False) if chunked else jit_inline(step)
-    source = specialize(_train_epoch, suffix + ("_parallel" if parallel else ""), _CHUNKED=chunked,
+    update_span, rate = updates(solver)
+    step = jit_inline(specialize(_step_segment_source, suffix, _CHUNKED=chunked, _update_span=update_span,
+                                 _step_rate=rate))
+    source = specialize(_train_epoch, suffix, _CHUNKED=chunked,
                         _chunk_pass=kernels_for(hidden_code, out_code).chunk_pass, _step_segment=step)
-    return (jit_parallel if parallel else jit)(source, nrt=False)
+    return jit(source, nrt=False)
 
 
 def _suffix(hidden_code, out_code):

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._config import EPOCH_BAD_ORDER, EPOCH_DIVERGED
-from ._threads import chunked
+from ._config import EPOCH_ABORTED, EPOCH_BAD_ORDER, EPOCH_DIVERGED
+from ._threads import chunked, run_workers
+from .halves import halves_epoch_for
 from .step import Batch, Penalty, Rows, epoch_for
 
 
@@ -61,18 +62,25 @@ class Trainer:
         restoring the parameters and optimizer state of the start of the epoch.
         """
         net, opt = self.network, self.optimizer
-        ws = net.workspace(self.batch_size)
         _check_epoch_inputs(net, X, Y, sample_weight, order)
         if self._rows_of is not X:  # convert a sparse matrix's indices once per fit, not per epoch
             self._rows_of, self._rows = X, _rows(X, Y, sample_weight, net.dtype)
         rows = self._rows
         if rows.Y is not Y or rows.sw is not sample_weight:
             rows = self._rows = rows._replace(Y=Y, sw=sample_weight)
-        chunks = ws.acts.shape[0]
-        with chunked(chunks) as parallel:
-            total, t, status = epoch_for(net.hidden_code, net.out_code, opt.solver, parallel, chunks > 1)(
-                rows, order, self.batch_size, net.layout, ws, self.batch, net.params, opt.state, self._backup,
-                opt.hyper(net.dtype), self.penalty, opt.t)
+        kind = (net.hidden_code, net.out_code, opt.solver)
+        if net.splits_units(self.batch_size):
+            epoch, buffers, parts = halves_epoch_for(*kind), (net.halves(self.batch_size, opt.state.shape[0]),), 2
+        else:
+            ws = net.workspace(self.batch_size)
+            parts = ws.acts.shape[0]
+            epoch, buffers = epoch_for(*kind, parts > 1), (ws, self.batch)
+        with chunked(parts) as threads:
+            total, t, status = run_workers(epoch, threads, (
+                rows, order, self.batch_size, net.layout, *buffers, net.params, opt.state, self._backup,
+                opt.hyper(net.dtype), self.penalty, opt.t))
+        if status == EPOCH_ABORTED:  # run_workers raises a worker's error first: this would be a bug
+            raise RuntimeError("an epoch's workers stopped without an error")
         if status == EPOCH_BAD_ORDER:
             raise ValueError(f"order must be a non-empty 1-D array of row indices in [0, {sample_weight.size})")
         if status == EPOCH_DIVERGED:

@@ -15,13 +15,14 @@ import numpy as np
 from numba.core import event as _numba_event
 
 from ._config import ACTIVATIONS, CHUNK_ROWS
+from .network import HALVES_MIN_UNITS
 
 DTYPES = ("float32", "float64")
 SOLVERS = ("sgd", "adam", "lbfgs")
 # Numba compiles fastbp's entry points per network kind, a pair of hidden and output activations
 # (fastbp.step.kernels_for): each task stands for one output activation.
 TASKS = ("multiclass", "binary", "regression", "poisson")  # softmax, logistic, identity, exp
-# Batches of this many rows or more run in row chunks on Numba's threads (fastbp.network.chunk_count).
+# Batches of this many rows or more run in row chunks on threads (fastbp.network.chunk_count).
 CHUNKED_ROWS = 2 * CHUNK_ROWS
 
 
@@ -49,8 +50,9 @@ def warmup(dtypes=DTYPES, solvers=SOLVERS, tasks=TASKS, chunked=True, activation
     ``tasks`` name the output activations (multiclass: softmax, binary and
     multilabel: logistic, regression: identity, poisson: exp) and ``activations``
     the hidden ones (by default relu, the estimators' default: each more costs as
-    much again); ``chunked`` adds, for each combination, a fit whose batches run
-    in row chunks on Numba's threads (and starts their pool).
+    much again); ``chunked`` adds, for each combination, the fits whose batches
+    run in parts on several threads: in row chunks, and in unit halves
+    (:mod:`fastbp.halves`, for wide hidden layers).
     """
     dtypes, solvers = _names(dtypes, DTYPES, "dtypes"), _names(solvers, SOLVERS, "solvers")
     tasks, activations = _names(tasks, TASKS, "tasks"), _names(activations, ACTIVATIONS, "activations")
@@ -58,9 +60,13 @@ def warmup(dtypes=DTYPES, solvers=SOLVERS, tasks=TASKS, chunked=True, activation
     rng = np.random.default_rng(0)
     for dtype in dtypes:
         small = rng.standard_normal((8, 3)).astype(dtype)
-        sizes = [(small, 4)] + ([(np.tile(small, (CHUNKED_ROWS // 8, 1)), CHUNKED_ROWS)] if chunked else [])
-        for task, activation, solver, (X, batch) in itertools.product(tasks, activations, solvers, sizes):
-            model, y = _estimator(task, X, hidden_layer_sizes=(4,), activation=activation, solver=solver,
+        fits = [(small, 4, 4)]
+        if chunked:  # and a network wide enough, with batches small enough, to train in halves
+            fits += [(np.tile(small, (CHUNKED_ROWS // 8, 1)), CHUNKED_ROWS, 4), (small, 1, HALVES_MIN_UNITS)]
+        for task, activation, solver, (X, batch, width) in itertools.product(tasks, activations, solvers, fits):
+            if solver == "lbfgs" and width == HALVES_MIN_UNITS:
+                continue  # full-batch: no halves
+            model, y = _estimator(task, X, hidden_layer_sizes=(width,), activation=activation, solver=solver,
                                   max_iter=1, batch_size=batch)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

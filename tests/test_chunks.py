@@ -104,7 +104,8 @@ def _fit(name, **kw):
 def test_weights_do_not_depend_on_the_thread_count(monkeypatch, name):
     used = []
     chunk_threads = _threads.chunk_threads
-    monkeypatch.setattr(_threads, "chunk_threads", lambda n: used.append(chunk_threads(n)) or used[-1])
+    monkeypatch.setattr(_threads, "chunk_threads",
+                        lambda n, pool=False: used.append(chunk_threads(n, pool)) or used[-1])
     models = [_fit(name, n_threads=n) for n in (1, 2, None)]
     assert _same_weights(models[0], models[1]) and _same_weights(models[0], models[2])
     assert 1 in used
@@ -165,15 +166,18 @@ def test_process_limit_keeps_chunks_on_one_thread():
 
 
 def _fit_weights_in_child(name):
-    return _weights(_fit(name)), _threads.chunk_threads(2)
+    return _weights(_fit(name)), _threads.chunk_threads(2, pool=True), _threads.chunk_threads(2)
 
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this platform")
-def test_forked_child_of_a_threaded_parent_trains_on_one_thread():
-    parent = _fit("adam")  # starts Numba's thread pool here, which GNU OpenMP cannot reuse after a fork
+def test_forked_child_of_a_threaded_parent_trains_with_its_own_workers():
+    """Numba's pool, which GNU OpenMP cannot reuse after a fork, stays on one thread; the epoch's own workers do not."""
+    _fit("lbfgs")  # its full-batch gradients start Numba's thread pool here
+    parent = _fit("adam")
     with multiprocessing.get_context("fork").Pool(1) as pool:
-        weights, child_threads = pool.apply_async(_fit_weights_in_child, ("adam",)).get(timeout=120)
-    assert child_threads == 1
+        weights, pool_threads, epoch_threads = pool.apply_async(_fit_weights_in_child, ("adam",)).get(timeout=120)
+    assert pool_threads == 1
+    assert epoch_threads == min(2, numba.get_num_threads())
     assert all(np.array_equal(a, b) for a, b in zip(weights, _weights(parent)))
 
 
@@ -213,9 +217,9 @@ def test_one_chunk_epoch_equals_the_general_epoch(monkeypatch, solver, nesterov)
     lean = fit()
     general, calls = trainer_module.epoch_for, []
 
-    def always_general(hidden, out, solver_code, parallel, chunked):
+    def always_general(hidden, out, solver_code, chunked):
         calls.append(chunked)
-        return general(hidden, out, solver_code, parallel, True)
+        return general(hidden, out, solver_code, True)
 
     monkeypatch.setattr(trainer_module, "epoch_for", always_general)
     general_fit = fit()
@@ -225,14 +229,27 @@ def test_one_chunk_epoch_equals_the_general_epoch(monkeypatch, solver, nesterov)
     np.testing.assert_allclose(lean.loss_curve_, general_fit.loss_curve_, rtol=1e-13)
 
 
-def test_training_and_predict_share_one_compiled_chunk_pass():
-    """The epochs call the chunk pass with the argument types predict does: one compilation, not one per caller."""
-    model = MLPClassifier((6,), activation="tanh", batch_size=50, max_iter=1).fit(X, Y_CLASS)  # one-chunk epoch
-    model.predict(X)
-    MLPClassifier((6,), activation="tanh", batch_size=300, max_iter=1).fit(X, Y_CLASS)  # chunked epoch
-    chunk_pass = model._network.kernels.chunk_pass
-    signatures = [s for s in chunk_pass.signatures if str(s[4]) == "Batch(array(float64, 1d, C) x 3)"]
-    assert len(signatures) == 1, signatures
+_SHARED_CHUNK_PASS_CHILD = """
+import numpy as np
+from fastbp import MLPClassifier
+X = np.random.default_rng(0).standard_normal((700, 12))
+y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+model = MLPClassifier((6,), activation="tanh", batch_size=50, max_iter=1).fit(X, y)  # one-chunk epoch
+model.predict(X)
+MLPClassifier((6,), activation="tanh", batch_size=300, max_iter=1).fit(X, y)  # chunked epoch
+print([str(s[4]) for s in model._network.kernels.chunk_pass.signatures])
+"""
+
+
+def test_training_and_predict_share_one_compiled_chunk_pass(tmp_path):
+    """The epochs call the chunk pass with the argument types predict does: one compilation, not one per caller.
+
+    In a child with an empty cache: a caller loaded from the cache never compiles its callees in-process.
+    """
+    out = subprocess.run([sys.executable, "-c", _SHARED_CHUNK_PASS_CHILD], capture_output=True, text=True,
+                         timeout=300, check=True,
+                         env={**os.environ, "PYTHONPATH": os.getcwd(), "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert out.stdout.split("\n")[-2] == "['Batch(array(float64, 1d, C) x 3)']", out.stdout + out.stderr
 
 
 def _fit_in_child_while_a_thread_holds_the_lock():

@@ -202,8 +202,8 @@ def test_warmup_compiles_only_what_it_is_asked(monkeypatch):
     assert fits == [("MLPRegressor", "adam", "tanh", "float64", 4)]
     fits.clear()
     fastbp.warmup.warmup(dtypes=("float32",), solvers=("sgd", "lbfgs"), tasks=("binary",), activations="relu")
-    assert [f[1] for f in fits] == ["sgd", "sgd", "lbfgs", "lbfgs"]
-    assert {f[4] for f in fits} == {4, fastbp.warmup.CHUNKED_ROWS}
+    assert [f[1] for f in fits] == ["sgd", "sgd", "sgd", "lbfgs", "lbfgs"]
+    assert {f[4] for f in fits} == {4, fastbp.warmup.CHUNKED_ROWS, 1}  # one chunk, row chunks, unit halves
     with pytest.raises(ValueError, match="solvers must be"):
         fastbp.warmup.warmup(solvers=("rmsprop",))
 

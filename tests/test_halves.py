@@ -1,0 +1,204 @@
+"""Unit halves: wide layers cut in two over two workers compute what the row-chunk epoch does."""
+
+import threading
+
+import numba
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import fastbp.network as network_module
+import fastbp.trainer as trainer_module
+from fastbp import MLPClassifier, MLPRegressor, TrainingDivergedWarning, _threads
+from fastbp._config import EPOCH_ABORTED
+from fastbp.halves import _layout, unit_cut, workspace
+from fastbp.network import Network
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+RNG = np.random.default_rng(7)
+X = RNG.standard_normal((240, 9))
+Y_CLASS = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+Y_REG = np.column_stack([X[:, 0] * X[:, 1], np.sin(X[:, 2])])
+
+
+def _weights(model):
+    return [np.array(a) for a in list(model.coefs_) + list(model.intercepts_)]
+
+
+@pytest.fixture
+def halves_always(monkeypatch):
+    """Every network with a hidden layer trains in halves, however narrow (the shapes below are small)."""
+    monkeypatch.setattr(network_module, "HALVES_MIN_UNITS", 1)
+    monkeypatch.setattr(network_module, "HALVES_PARAMS_PER_ROW", 0)
+    workers = []
+    run_workers = _threads.run_workers
+    monkeypatch.setattr(trainer_module, "run_workers",
+                        lambda kernel, n, args: workers.append(n) or run_workers(kernel, n, args))
+    return workers
+
+
+def _never_halves(monkeypatch):
+    monkeypatch.setattr(network_module, "HALVES_MIN_UNITS", 10 ** 9)
+
+
+# One hidden layer (a column layer, then the output row layer), two (layer 0 a row layer: the features are
+# cut), three; widths with odd halves, a width of 1 (one half empty) and batches with a short last batch.
+SHAPES = [((17,), 32), ((6, 5), 25), ((8, 1, 7), 50), ((33,), 240)]
+
+
+@pytest.mark.parametrize("hidden,batch", SHAPES)
+@pytest.mark.parametrize("solver,nesterov", [("sgd", False), ("sgd", True), ("adam", False)])
+@pytest.mark.parametrize("classes", [3, 2])  # softmax, logistic output
+def test_halves_train_what_the_chunk_epoch_trains(monkeypatch, halves_always, hidden, batch, solver, nesterov,
+                                                  classes):
+    def fit():
+        return MLPClassifier(hidden, solver=solver, nesterovs_momentum=nesterov, batch_size=batch, max_iter=3,
+                             alpha=0.01, learning_rate_init=0.01, random_state=0).fit(X, Y_CLASS % classes)
+
+    halves = fit()
+    assert halves_always, "the halves epoch never ran"
+    _never_halves(monkeypatch)
+    rows = fit()
+    for got, want in zip(_weights(halves), _weights(rows)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(halves.loss_curve_, rows.loss_curve_, rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation,loss", [("identity", "squared_error"), ("logistic", "poisson"),
+                                             ("tanh", "squared_error")])
+def test_halves_regressor_activations_and_losses(monkeypatch, halves_always, activation, loss):
+    y = np.exp(Y_REG * 0.3) if loss == "poisson" else Y_REG
+    weights = RNG.uniform(0.5, 2.0, X.shape[0])
+
+    def fit():
+        return MLPRegressor(hidden_layer_sizes=(10, 6), activation=activation, loss=loss, batch_size=40, max_iter=2,
+                            learning_rate_init=0.003, random_state=1).fit(X, y, sample_weight=weights)
+
+    halves = fit()
+    _never_halves(monkeypatch)
+    rows = fit()
+    for got, want in zip(_weights(halves), _weights(rows)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("hidden", [(12,), (12, 9)])
+def test_halves_on_sparse_input(monkeypatch, halves_always, hidden):
+    Xs = sp.csr_matrix(np.where(np.abs(X) > 0.8, X, 0.0))
+
+    def fit(data):
+        return MLPClassifier(hidden, batch_size=30, max_iter=2, random_state=0).fit(data, Y_CLASS)
+
+    sparse = fit(Xs)
+    for got, want in zip(_weights(sparse), _weights(fit(Xs.toarray()))):
+        np.testing.assert_array_equal(got, want)
+    _never_halves(monkeypatch)
+    for got, want in zip(_weights(sparse), _weights(fit(Xs))):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hidden", [(16,), (16, 12)])
+def test_halves_are_bitwise_the_same_on_one_and_two_threads(halves_always, dtype, hidden):
+    def fit(n_threads):
+        return MLPClassifier(hidden, solver="adam", batch_size=20, max_iter=2, random_state=0,
+                             n_threads=n_threads).fit(X.astype(dtype), Y_CLASS)
+
+    one, two = fit(1), fit(None)
+    assert all(a.dtype == dtype and np.array_equal(a, b) for a, b in zip(_weights(one), _weights(two)))
+    assert 1 in halves_always
+    if numba.get_num_threads() > 1 and not numba.config.DISABLE_JIT:
+        assert 2 in halves_always, "the halves never ran on two workers"
+
+
+def test_halves_divergence_restores_the_weights(halves_always):
+    model = MLPClassifier((8,), solver="sgd", batch_size=16, learning_rate_init=1e6, max_iter=3, random_state=0)
+    with pytest.warns(TrainingDivergedWarning):
+        model.fit(X * 1e3, Y_CLASS)
+    assert all(np.isfinite(w).all() for w in _weights(model))
+
+
+def test_a_worker_that_fails_to_start_stops_the_others_instead_of_hanging(halves_always):
+    """A helper that raises before its first barrier: worker 0 gives up there, and the helper's error is raised."""
+    model = MLPClassifier((8,), batch_size=16, max_iter=1, random_state=0).fit(X, Y_CLASS)
+    net = model._network
+    before = net.params.copy()
+    seen = []
+
+    def epoch(worker, n_workers, sync, *args):
+        if worker == 1:
+            raise RuntimeError("helper failed")
+        result = kernel(worker, n_workers, sync, *args)
+        seen.append(result[2])
+        return result
+
+    from fastbp.halves import halves_epoch_for
+
+    kernel = halves_epoch_for(net.hidden_code, net.out_code, 1)
+    opt_state = np.zeros((2, net.n_params), net.dtype)
+    hw = net.halves(16, 2)
+    rows = trainer_module._rows(X, np.eye(3)[Y_CLASS], np.ones(X.shape[0]), net.dtype)
+    from fastbp.step import AdamHyper, Penalty
+
+    args = (rows, np.arange(X.shape[0], dtype=np.int64), 16, net.layout, hw, net.params, opt_state,
+            np.empty((3, net.n_params)), AdamHyper(0.001, 0.9, 0.999, 1e-8), Penalty(0.0, 1.0), 0)
+    if numba.config.DISABLE_JIT:
+        pytest.skip("without the JIT, epochs run on one worker")
+    with _threads.LOCK, pytest.raises(RuntimeError, match="helper failed"):
+        _threads.run_workers(epoch, 2, args)
+    assert seen == [EPOCH_ABORTED]
+    np.testing.assert_array_equal(net.params, before)  # the halves work on copies until the epoch's end
+    with _threads.LOCK:  # and the helpers still serve the next epoch
+        assert _threads.run_workers(kernel, 2, args)[2] == 0
+
+
+def test_two_fits_in_two_threads_at_once(halves_always):
+    results = {}
+
+    def fit(seed):
+        results[seed] = _weights(MLPClassifier((12,), batch_size=24, max_iter=2, random_state=seed).fit(X, Y_CLASS))
+
+    threads = [threading.Thread(target=fit, args=(seed,)) for seed in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for seed in (0, 1):
+        alone = _weights(MLPClassifier((12,), batch_size=24, max_iter=2, random_state=seed).fit(X, Y_CLASS))
+        assert all(np.array_equal(a, b) for a, b in zip(results[seed], alone))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 31, 32, 33, 100, 128, 784])
+def test_unit_cut_is_near_the_middle_and_on_cache_lines(n):
+    cut = unit_cut(n)
+    assert 0 <= cut <= n and abs(n - 2 * cut) <= 16
+    if n >= 32:
+        assert cut % 16 == 0
+
+
+@pytest.mark.parametrize("sizes", [(9, 17, 3), (9, 6, 5, 3), (9, 8, 1, 7, 3), (784, 256, 128, 10)])
+def test_each_parameter_belongs_to_exactly_one_half(sizes):
+    net = Network(sizes, "relu", "softmax", np.float64)
+    cut = np.array([unit_cut(n) for n in sizes])
+    pack, copies = _layout(net.sizes, net.coef_off, net.icpt_off, cut)
+    owner = np.zeros(net.n_params, int)
+    for h in range(2):
+        packed = np.zeros(pack[h, -1, 1], int)
+        for src, dst, n in copies[h]:
+            owner[src:src + n] += 1
+            packed[dst:dst + n] += 1
+        assert (packed == 1).all()  # the packed half is filled exactly, coefficients first
+        coef_runs = [(dst, n) for src, dst, n in copies[h] if src < net.n_coef]
+        assert all(dst + n <= pack[h, -1, 0] for dst, n in coef_runs)
+    assert (owner == 1).all()
+    assert workspace(net, 4, 1).w.shape == (2, pack[:, -1, 1].max())
+
+
+def test_halves_are_chosen_by_shapes():
+    mnist = Network((784, 256, 128, 10), "relu", "softmax", np.float32)
+    assert mnist.splits_units(128) and mnist.parts(128) == 2
+    digits = Network((64, 128, 10), "relu", "softmax", np.float32)
+    assert not digits.splits_units(32) and digits.parts(32) == 1
+    assert not Network((64, 100, 10), "relu", "softmax", np.float32).splits_units(200)
+    assert Network((64, 512, 10), "relu", "softmax", np.float32).splits_units(32)
+    assert not Network((64, 10), "relu", "softmax", np.float32).splits_units(1)  # no hidden layer
