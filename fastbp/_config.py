@@ -19,11 +19,11 @@ _cache.refresh()
 
 FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
-# nogil: two Python threads may train at once.  cache: a second process loads
-# the compiled kernels from disk instead of recompiling them.  Only the loops over
-# a batch's row chunks and parameter segments (the ``prange`` loops of
-# fastbp.step) run in parallel, in the variants of :func:`jit_variants`;
-# fastbp._threads decides when they run and keeps BLAS single-threaded meanwhile.
+# nogil: two Python threads may train at once, and an epoch's workers run side by side
+# (fastbp._threads.run_workers).  cache: a second process loads the compiled kernels from
+# disk instead of recompiling them.  Only a full-batch gradient's loop over row chunks is
+# a ``prange`` loop (:func:`jit_parallel`); fastbp._threads decides how many threads run
+# a batch's parts and keeps BLAS single-threaded meanwhile.
 JIT_OPTIONS = {"nogil": True, "cache": True, "fastmath": set(FASTMATH_FLAGS), "error_model": "numpy"}
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -38,7 +38,7 @@ OUT_ACTIVATIONS = ("identity", "logistic", "softmax", "exp")
 IDENTITY, RELU, LOGISTIC, TANH, SOFTMAX, EXP = range(6)
 
 # Rows of a training batch's smallest row chunk (fastbp.network.Network.chunk_count): a batch of
-# 2 * CHUNK_ROWS rows or more runs in chunks on Numba's threads, each calling BLAS on one thread.
+# 2 * CHUNK_ROWS rows or more runs in chunks on several threads, each calling BLAS on one thread.
 # Measured on digits (64-128-10): unchunked at batch 128, OpenBLAS threads its products and each
 # call pays for waking its threads, 3x slower than two chunks; an MNIST-sized epoch at batch 128 is
 # 7% faster in two chunks than in one; at batch 64 one chunk is as fast as two.

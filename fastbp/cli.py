@@ -160,9 +160,12 @@ def train(args, out=None, err=None, progress=None) -> int:
         progress.epochs = None  # L-BFGS reports no epochs as it goes
 
     def compile_and_fit():
+        from .network import Network
+
         progress.phase = "compiling"
         task = ("multiclass" if n_classes > 2 else "binary") if classify else "regression"
-        compile_seconds = _compile(args.dtype, solver, task, args.activation, step_rows >= CHUNKED_ROWS, err)
+        halves = solver != "lbfgs" and Network(units, args.activation, "identity", args.dtype).splits_units(step_rows)
+        compile_seconds = _compile(args.dtype, solver, task, args.activation, step_rows >= CHUNKED_ROWS, halves, err)
         progress.phase = "training"
         started = time.perf_counter()
         with warnings.catch_warnings():
@@ -257,7 +260,7 @@ def check_memory(units, itemsize, solver, rows) -> None:
                          "of memory is available")
 
 
-def _compile(dtype, solver, task, activation, chunked, err):
+def _compile(dtype, solver, task, activation, chunked, halves, err):
     """Warm up only this run's path, saying so before (it may take seconds) and how long it took."""
     from ._cache import active_dir, cache_files
     from .warmup import compiled_count, warmup
@@ -267,7 +270,8 @@ def _compile(dtype, solver, task, activation, chunked, err):
     print(f"loading fastbp's compiled kernels {what} from the cache..." if cached else
           f"compiling fastbp's kernels {what}: first run on this machine, cached afterwards...", file=err, flush=True)
     before = compiled_count()
-    seconds = warmup(dtypes=(dtype,), solvers=(solver,), tasks=(task,), chunked=chunked, activations=(activation,))
+    seconds = warmup(dtypes=(dtype,), solvers=(solver,), tasks=(task,), chunked=chunked, activations=(activation,),
+                     halves=halves)
     compiled = compiled_count() - before
     print(f"ready in {seconds:.1f} s ({f'compiled {compiled} functions' if compiled else 'cached'})", file=err,
           flush=True)

@@ -15,7 +15,6 @@ import numpy as np
 from numba.core import event as _numba_event
 
 from ._config import ACTIVATIONS, CHUNK_ROWS
-from .network import HALVES_MIN_UNITS
 
 DTYPES = ("float32", "float64")
 SOLVERS = ("sgd", "adam", "lbfgs")
@@ -44,16 +43,18 @@ def _estimator(task, X, **params):
     return MLPRegressor(loss="poisson" if task == "poisson" else "squared_error", **params), (rows % 3).astype(X.dtype)
 
 
-def warmup(dtypes=DTYPES, solvers=SOLVERS, tasks=TASKS, chunked=True, activations=("relu",)) -> float:
+def warmup(dtypes=DTYPES, solvers=SOLVERS, tasks=TASKS, chunked=True, activations=("relu",), halves=None) -> float:
     """Tiny fits (and predicts) through the public estimators for every combination asked; the seconds spent.
 
     ``tasks`` name the output activations (multiclass: softmax, binary and
     multilabel: logistic, regression: identity, poisson: exp) and ``activations``
     the hidden ones (by default relu, the estimators' default: each more costs as
-    much again); ``chunked`` adds, for each combination, the fits whose batches
-    run in parts on several threads: in row chunks, and in unit halves
-    (:mod:`fastbp.halves`, for wide hidden layers).
+    much again); ``chunked`` adds, for each combination, a fit whose batches run
+    in row chunks on several threads, and ``halves`` one whose batches run in unit
+    halves (:mod:`fastbp.halves`, for wide hidden layers; by default as ``chunked``).
     """
+    from .network import HALVES_MIN_UNITS
+
     dtypes, solvers = _names(dtypes, DTYPES, "dtypes"), _names(solvers, SOLVERS, "solvers")
     tasks, activations = _names(tasks, TASKS, "tasks"), _names(activations, ACTIVATIONS, "activations")
     started = time.perf_counter()
@@ -61,8 +62,10 @@ def warmup(dtypes=DTYPES, solvers=SOLVERS, tasks=TASKS, chunked=True, activation
     for dtype in dtypes:
         small = rng.standard_normal((8, 3)).astype(dtype)
         fits = [(small, 4, 4)]
-        if chunked:  # and a network wide enough, with batches small enough, to train in halves
-            fits += [(np.tile(small, (CHUNKED_ROWS // 8, 1)), CHUNKED_ROWS, 4), (small, 1, HALVES_MIN_UNITS)]
+        if chunked:
+            fits.append((np.tile(small, (CHUNKED_ROWS // 8, 1)), CHUNKED_ROWS, 4))
+        if chunked if halves is None else halves:  # a network wide enough, and batches small enough, for halves
+            fits.append((small, 1, HALVES_MIN_UNITS))
         for task, activation, solver, (X, batch, width) in itertools.product(tasks, activations, solvers, fits):
             if solver == "lbfgs" and width == HALVES_MIN_UNITS:
                 continue  # full-batch: no halves
