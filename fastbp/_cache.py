@@ -1,7 +1,7 @@
 """Numba's on-disk cache of fastbp's compiled code, kept in step with fastbp's source.
 
-Numba keys each cached function on its own source file only.  ``step.py``'s
-functions inline the kernels of ``kernels.py`` and the flags of ``_config.py``,
+Numba keys each cached function on its own source file only.  ``step.py``'s and
+``halves.py``'s functions inline the loops of ``loops.py`` and ``kernels.py`` and the flags of ``_config.py``,
 so editing one of those would leave ``step.py``'s cached machine code stale,
 silently.  :func:`refresh` runs when ``fastbp._config`` is imported, before any
 function compiles: it compares the source of every module in :data:`JIT_SOURCES`
@@ -25,7 +25,7 @@ from numba.misc.appdirs import AppDirs
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Every module whose source reaches compiled code: those holding jitted functions and what they inline.
-JIT_SOURCES = ("_config.py", "_intrinsics.py", "kernels.py", "step.py")
+JIT_SOURCES = ("_config.py", "_intrinsics.py", "kernels.py", "loops.py", "step.py", "halves.py")
 STAMP_NAME = "fastbp-sources.stamp"
 _CACHE_SUFFIXES = (".nbi", ".nbc")
 

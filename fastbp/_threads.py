@@ -230,12 +230,12 @@ class _Helper:
 
     def _serve(self):
         while True:
-            kernel, args = self.jobs.get()
+            kernel, sync, args = self.jobs.get()
             try:
                 kernel(*args)
                 self.done.put(None)
             except BaseException as exc:  # noqa: BLE001  (re-raised in the thread that gave the job)
-                args[2][1] = 1  # sync: the other workers' barriers give up instead of waiting for this one
+                sync[1] = 1  # the other workers' barriers give up instead of waiting for this one
                 self.done.put(exc)
 
 
@@ -247,26 +247,39 @@ def run_workers(kernel, n_workers: int, args: tuple):
     fresh int64 array of two zeros: ``kernel``'s barriers count in ``sync[0]``, and
     ``sync[1]`` set tells them to give up (a worker that raised before reaching its
     first barrier would otherwise leave the others waiting).  An exception of any
-    worker is raised here, after every worker has returned.  With more than one
-    worker, the caller holds :data:`LOCK` (:func:`chunked`): one epoch at a time
-    uses the helpers.
+    worker, or one that interrupts this thread (Ctrl-C), is raised here only after
+    every helper has returned, so no helper is left waiting at a barrier or
+    holding a result for the next call.  With more than one worker, the caller holds
+    :data:`LOCK` (:func:`chunked`): one epoch at a time uses the helpers.
     """
     sync = np.zeros(2, np.int64)
-    if n_workers <= 1:
+    if n_workers <= 1 or numba.config.DISABLE_JIT:  # without the JIT, barriers do not wait (chunk_threads)
         return kernel(0, 1, sync, *args)
     while len(_helpers) < n_workers - 1:
         _helpers.append(_Helper())
-    helpers = _helpers[:n_workers - 1]
-    for worker, helper in enumerate(helpers, 1):
-        helper.jobs.put((kernel, (worker, n_workers, sync, *args)))
+    helpers, given = _helpers[:n_workers - 1], []
     try:
+        for worker, helper in enumerate(helpers, 1):
+            helper.jobs.put((kernel, sync, (worker, n_workers, sync, *args)))
+            given.append(helper)
         result = kernel(0, n_workers, sync, *args)
     except BaseException:
         sync[1] = 1
         raise
     finally:
-        errors = [helper.done.get() for helper in helpers]
-    for error in errors:
-        if error is not None:
-            raise error
+        outcomes = [_collect(helper) for helper in given]
+    for error, interrupted in outcomes:
+        if error is not None or interrupted is not None:
+            raise interrupted if interrupted is not None else error
     return result
+
+
+def _collect(helper):
+    """``(error, interrupt)``: the outcome of ``helper``'s job (None or its exception), waited for to the end,
+    and what interrupted the wait (a Ctrl-C), if anything, for the caller to raise once every helper is done."""
+    interrupted = None
+    while True:
+        try:
+            return helper.done.get(), interrupted
+        except BaseException as exc:  # noqa: BLE001
+            interrupted = exc

@@ -5,8 +5,9 @@ leaves the second core idle, and splitting its rows anyway does not pay: each
 step both workers would read every parameter the other had just updated, tens
 of kilobytes crossing between the cores' caches.  So here each worker owns half
 of every layer's units.  For the epoch it copies its half's parameters and
-optimizer state into buffers of its own, packed contiguously (no cache line is
-written by both workers), trains them there, and copies them back at the end.
+optimizer state into buffers of its own, packed contiguously (only the lines at
+the two halves' boundaries are shared), trains them there, and copies them back
+at the end.
 What crosses between the cores each step is small: partial products of the
 batch's rows.
 
@@ -35,7 +36,7 @@ turn (``n_workers == 1``) computes bitwise what two do.  The result equals the
 chunk pass's to rounding, not bitwise: the products are summed in another order.
 Shared buffers are double-buffered by parity wherever a fast worker could write
 the next one while the other still reads: ``partial`` by barrier, ``stats`` (each
-half's non-finite count and norm) by step.
+half's non-finite counts by step, its norm by update).
 """
 
 import functools
@@ -55,7 +56,7 @@ from .step import _objective, _suffix
 # state ``state[h]``, laid out by ``pack[h, i] = [coefficient offset, intercept offset]`` with ``pack[h, -1] =
 # [coefficients, length]`` (all of the half's coefficients, then its intercepts), and ``copies[h]``: the runs
 # ``[offset in params, offset in w[h], length]`` copied in and out; ``spare[h]``: where worker 1 writes the row
-# layers' intercept gradients it computes but does not own.  Shared: ``partial`` (barrier parity, half, rows *
+# layers' intercept gradients it computes but does not own.  Shared: ``partial`` (half, barrier parity, rows *
 # widest layer), ``stats`` (parity, half, [non-finite count, ||W||^2, row layers' non-finite count]: the
 # counts by step, the norm by update, so that a norm is not overwritten before the other half reads it) and
 # ``zeros``, a zero intercept for the sum of two partials that already hold theirs.
@@ -164,7 +165,8 @@ def _halves_epoch(worker, n_workers, sync, rows, order, batch_size, layout, hw, 
                   penalty, t):
     """Worker ``worker``'s halves of one epoch, ``n_workers`` being 1 or 2: :func:`fastbp.step._train_epoch`'s contract.
 
-    Returns ``(sum over batches of batch_loss * batch_rows, t, status)``, the same in both workers.
+    Returns ``(sum over batches of batch_loss * batch_rows, t, status)``; only worker 0 checks the final state,
+    so only its status counts.
     """
     n_rows = order.size
     if not order_is_valid(order, rows.sw.size):

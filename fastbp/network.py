@@ -30,7 +30,8 @@ MAX_PARTIAL_BYTES = 64 << 20
 # Measured on 2 cores (epoch time, halves / the alternative): digits at batch 32 with 128 hidden units
 # 1.00 (so left to one chunk: compiling the halves adds seconds to a first fit), 256 units 0.72, 512
 # units 0.60; batch 200 with 128 or 256 units 1.30 and 1.06 (row chunks stay); an MNIST-sized
-# 784-256-128-10 network at batch 128 0.85, at 256 0.85; 784-128-64-10 at 128 1.06.
+# 784-256-128-10 network at batch 128 0.85, at 256 0.85; 784-128-64-10 at 128 1.06.  On one thread
+# (n_threads=1) both halves run in turn: 0.96x to 1.25x the one-chunk epoch's time in these cases.
 HALVES_MIN_UNITS = 128
 HALVES_PARAMS_PER_ROW = 512
 

@@ -219,7 +219,7 @@ def _train_epoch(worker, n_workers, sync, rows, order, batch_size, layout, ws, b
 
     First worker 0 copies ``params`` and ``state`` into ``backup`` (its rows) for
     the caller to restore on divergence.  Returns ``(sum over batches of
-    batch_loss * batch_rows, t, status)``, the same in every worker:
+    batch_loss * batch_rows, t, status)``, worker 0's being the one that counts:
     ``EPOCH_DONE``; ``EPOCH_DIVERGED`` at the first batch whose loss is not finite
     (before its update), or when the state is not finite after the last update
     (only the next forward would see it; worker 0 checks); ``EPOCH_BAD_ORDER``,
