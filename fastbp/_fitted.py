@@ -263,8 +263,13 @@ def _restore_labels(meta, arrays):
         classes = arrays["classes"].astype(np.dtype(info["original"]), copy=False)
     else:
         classes = np.asarray(info["values"], dtype=object if info["object"] else None)
+    return fitted_binarizer(classes, meta["y_type"])
+
+
+def fitted_binarizer(classes, y_type):
+    """The ``LabelBinarizer`` that ``fit`` on dense labels of ``classes`` (sorted, unique) of type ``y_type`` gives."""
     binarizer = LabelBinarizer()
-    binarizer.classes_, binarizer.y_type_, binarizer.sparse_input_ = classes, meta["y_type"], False
+    binarizer.classes_, binarizer.y_type_, binarizer.sparse_input_ = classes, y_type, False
     return binarizer
 
 

@@ -248,9 +248,10 @@ def _train_epoch(worker, n_workers, sync, rows, order, batch_size, layout, ws, b
         for chunk in range(k * worker // n_workers, k * (worker + 1) // n_workers):
             gather(rows, order, start, nb * chunk // k, nb * (chunk + 1) // k, 0, n_in, batch.x, batch.y, batch.sw)
             _chunk_pass(chunk, k, nb, backward, batch, layout, ws, params)
-        arrivals += 1
-        if not meet(sync, n_workers, arrivals):
-            return total, t, EPOCH_ABORTED
+        if _CHUNKED:  # (one chunk runs on one worker: nothing to meet)
+            arrivals += 1
+            if not meet(sync, n_workers, arrivals):
+                return total, t, EPOCH_ABORTED
         data_loss, weight, finite = _chunk_totals(ws.chunk_loss, ws.chunk_weight, ws.chunk_finite, k)
         learns = weight > 0.0  # else every row weighs 0: nothing to learn, and 1 / weight would be infinite
         if learns and not finite:
@@ -261,9 +262,10 @@ def _train_epoch(worker, n_workers, sync, rows, order, batch_size, layout, ws, b
             for s in range(k * worker // n_workers, k * (worker + 1) // n_workers):  # one segment per chunk
                 _step_segment(s, k, params, ws.grads, state, layout.n_coef, scale, hyper, t, penalty.alpha,
                               ws.seg_norm)
-        arrivals += 1
-        if not meet(sync, n_workers, arrivals):
-            return total, t, EPOCH_ABORTED
+        if _CHUNKED:
+            arrivals += 1
+            if not meet(sync, n_workers, arrivals):
+                return total, t, EPOCH_ABORTED
         if learns:
             norm = 0.0
             for s in range(k):
@@ -348,7 +350,7 @@ def epoch_for(hidden_code: int, out_code: int, solver: int, chunked: bool = True
     """The compiled epoch (:func:`_train_epoch`) for one kind of network and optimizer.
 
     Without ``chunked`` (a workspace of one row chunk), a leaner copy that runs every batch as one chunk
-    (on one worker).  Both inline their optimizer step (one library less to compile and link).
+    on one worker, with no barriers.  Both inline their optimizer step (one library less to compile and link).
     """
     suffix = _suffix(hidden_code, out_code) + ("_adam" if solver == ADAM else "_sgd") + ("" if chunked else "_one")
     update_span, rate = updates(solver)

@@ -53,6 +53,7 @@ class Trainer:
         self.batch = Batch(np.empty(rows * n_in, network.dtype), np.empty(rows * n_out, network.dtype),
                            np.empty(rows, network.dtype))
         self._backup = np.empty((1 + optimizer.state.shape[0], network.n_params), network.dtype)  # params, state
+        self._parts, self._halves = network.parts(rows), network.splits_units(rows)  # what each epoch runs in
         self._rows_of = self._rows = None
 
     def epoch(self, X, Y, sample_weight, order) -> float:
@@ -69,13 +70,11 @@ class Trainer:
         if rows.Y is not Y or rows.sw is not sample_weight:
             rows = self._rows = rows._replace(Y=Y, sw=sample_weight)
         kind = (net.hidden_code, net.out_code, opt.solver)
-        if net.splits_units(self.batch_size):
-            epoch, buffers, parts = halves_epoch_for(*kind), (net.halves(self.batch_size, opt.state.shape[0]),), 2
+        if self._halves:
+            epoch, buffers = halves_epoch_for(*kind), (net.halves(self.batch_size, opt.state.shape[0]),)
         else:
-            ws = net.workspace(self.batch_size)
-            parts = ws.acts.shape[0]
-            epoch, buffers = epoch_for(*kind, parts > 1), (ws, self.batch)
-        with chunked(parts) as threads:
+            epoch, buffers = epoch_for(*kind, self._parts > 1), (net.workspace(self.batch_size), self.batch)
+        with chunked(self._parts) as threads:
             total, t, status = run_workers(epoch, threads, (
                 rows, order, self.batch_size, net.layout, *buffers, net.params, opt.state, self._backup,
                 opt.hyper(net.dtype), self.penalty, opt.t))

@@ -15,10 +15,12 @@ from numpy.testing import assert_allclose
 from sklearn import neural_network as sknn
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV
+from sklearn.preprocessing import LabelBinarizer
 
 import fastbp
 import fastbp._base
 import fastbp._validation
+import fastbp.estimator
 from fastbp import MLPClassifier, MLPRegressor, TrainingDivergedError, TrainingDivergedWarning
 from fastbp._fitted import FIELDS, expected_arrays
 from fastbp._validation import check_network_size
@@ -315,6 +317,23 @@ def test_ready_input_skips_validate_data_but_no_check(monkeypatch):
         numeric.partial_fit(X, (Y_CLASS == "a") * 2)
     with pytest.raises(ValueError, match="Input y contains NaN"):
         MLPRegressor(hidden_layer_sizes=(3,)).partial_fit(X, Y_REG).partial_fit(X, np.where(X[:, 0] > 1, np.nan, Y_REG))
+
+
+@pytest.mark.parametrize("y", [[3, 1, 3], [5, 5], [0, 1, 2, 2, 9], [-1, 7], np.arange(10, dtype=np.uint16),
+                               np.array([2, 0], np.int8), [True, False], [0.0, 1.0, 2.0], ["b", "a"]])
+def test_labels_are_binarized_as_label_binarizer_does(monkeypatch, y):
+    y = np.asarray(y)
+    fast = fastbp.estimator._binarizer_of(y)
+    slow = LabelBinarizer().fit(y)
+    assert (fast.y_type_, fast.sparse_input_) == (slow.y_type_, slow.sparse_input_)
+    assert fast.classes_.dtype == slow.classes_.dtype and np.array_equal(fast.classes_, slow.classes_)
+    assert np.array_equal(fast.transform(y), slow.transform(y))
+    assert np.array_equal(fast.inverse_transform(slow.transform(y)), y)
+    # integer labels take the fast path (no target-type checks), the rest scikit-learn's
+    calls = []
+    monkeypatch.setattr(fastbp.estimator, "LabelBinarizer", lambda: calls.append(1) or LabelBinarizer())
+    fastbp.estimator._binarizer_of(y)
+    assert calls == ([] if y.dtype.kind in "iu" else [1])
 
 
 def test_parameters_changed_between_partial_fit_calls_are_validated():
