@@ -25,7 +25,7 @@ from numba.misc.appdirs import AppDirs
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Every module whose source reaches compiled code: those holding jitted functions and what they inline.
-JIT_SOURCES = ("_config.py", "_intrinsics.py", "kernels.py", "loops.py", "step.py", "halves.py")
+JIT_SOURCES = ("_config.py", "_intrinsics.py", "_small_gemm.py", "kernels.py", "loops.py", "step.py", "halves.py")
 STAMP_NAME = "fastbp-sources.stamp"
 _CACHE_SUFFIXES = (".nbi", ".nbc")
 

@@ -1,6 +1,7 @@
 """Operations of the nopython core written straight as LLVM IR: the matrix product, the block view, the barrier.
 
-:func:`gemm` is one direct call of BLAS ``sgemm`` / ``dgemm``.
+:func:`gemm` is one direct call of BLAS ``sgemm`` / ``dgemm``, or of :mod:`fastbp._small_gemm`'s kernel for
+the small products where BLAS's packing of its operands would cost as much as the product.
 
 ``np.dot(A, B, out)`` in nopython compiles an implementation of its own per
 combination of layouts (about 0.4 s of a first fit) and checks shapes and
@@ -26,6 +27,8 @@ from numba.core.extending import get_cython_function_address, intrinsic
 from numba.core.imputils import impl_ret_borrowed
 from numba.np.arrayobj import populate_array
 
+from . import _small_gemm
+
 _SYMBOLS = {types.float32: "fastbp_sgemm", types.float64: "fastbp_dgemm"}
 for _dtype, _symbol in _SYMBOLS.items():
     binding.add_symbol(_symbol, get_cython_function_address("scipy.linalg.cython_blas", _symbol[-5:]))
@@ -50,7 +53,7 @@ def _gemm(typingctx, A, B, C, trans_a, trans_b):
 
     def codegen(context, builder, signature, args):
         a, b, c = (context.make_array(ty)(context, builder, value) for ty, value in zip(arrays, args))
-        int32 = ir.IntType(32)
+        int32, int64 = ir.IntType(32), ir.IntType(64)
         scalar = context.get_value_type(A.dtype)
         char = ir.IntType(8)
 
@@ -77,9 +80,19 @@ def _gemm(typingctx, A, B, C, trans_a, trans_b):
             scalar.as_pointer(), scalar.as_pointer(), int32.as_pointer(), scalar.as_pointer(), int32.as_pointer(),
             scalar.as_pointer(), scalar.as_pointer(), int32.as_pointer()])
         fn = cgutils.get_or_insert_function(builder.module, fnty, _SYMBOLS[A.dtype])
-        builder.call(fn, [pointer_to(flag(t_b)), pointer_to(flag(t_a)), pointer_to(n), pointer_to(m), pointer_to(k),
-                          pointer_to(scalar(1)), b.data, pointer_to(leading(b_cols)), a.data,
-                          pointer_to(leading(a_cols)), pointer_to(scalar(0)), c.data, pointer_to(leading(n))])
+        wide = [builder.sext(x, int64) for x in (m, n, k, a_cols, b_cols)]
+        small = _small_gemm.use_small(builder, *wide[:3], t_a, t_b, A.dtype == types.float32)
+        with builder.if_else(small) as (by_kernel, by_blas):
+            with by_kernel:
+                m64, n64, k64, a_cols64, b_cols64 = wide
+                one = int64(1)  # op(A)[i, kk] is A[i * a_row + kk * a_col]
+                a_row, a_col = builder.select(t_a, one, a_cols64), builder.select(t_a, a_cols64, one)
+                builder.call(_small_gemm.define(builder.module, scalar),
+                             [a.data, a_row, a_col, b.data, b_cols64, t_b, c.data, n64, m64, n64, k64])
+            with by_blas:
+                builder.call(fn, [pointer_to(flag(t_b)), pointer_to(flag(t_a)), pointer_to(n), pointer_to(m),
+                                  pointer_to(k), pointer_to(scalar(1)), b.data, pointer_to(leading(b_cols)), a.data,
+                                  pointer_to(leading(a_cols)), pointer_to(scalar(0)), c.data, pointer_to(leading(n))])
         return context.get_dummy_value()
 
     return sig, codegen

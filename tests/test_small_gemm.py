@@ -1,0 +1,80 @@
+"""fastbp._intrinsics.gemm, by both of its paths (fastbp._small_gemm's kernel and BLAS), against numpy in float64.
+
+The kernel takes the small products (fastbp._small_gemm.use_small), BLAS the rest and every
+``op(B) = B.T``: the shapes below cover both sides of each of its limits, every number of
+columns left after the last whole vector (0 to 7 for float32, 0 to 3 for float64), every number
+of rows left after the last block of 4, and empty operands.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from fastbp._intrinsics import gemm
+
+DTYPES = [np.float32, np.float64]
+EPS = {np.dtype(np.float32): 2.0 ** -23, np.dtype(np.float64): 2.0 ** -52}
+
+
+@njit
+def _product(A, B, C, trans_a, trans_b):
+    gemm(A, B, C, trans_a, trans_b)
+
+
+def check(m, k, n, trans_a, trans_b, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    A = rng.uniform(-1, 1, (k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.uniform(-1, 1, (n, k) if trans_b else (k, n)).astype(dtype)
+    C = np.full((m, n), np.nan, dtype)  # beta = 0: C is only written
+    _product(A, B, C, trans_a, trans_b)
+    exact = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
+    # Each element sums k products of magnitude <= 1, rounded in some order: k * eps bounds the error.
+    np.testing.assert_allclose(C, exact, rtol=0, atol=max(k, 1) * 4 * EPS[np.dtype(dtype)])
+
+
+EDGE_SHAPES = [
+    (1, 1, 1), (0, 3, 4), (3, 0, 4), (3, 4, 0), (0, 0, 0),
+    (32, 64, 128), (32, 128, 10), (128, 32, 10),  # a digits step's products
+    (64, 16, 128), (65, 16, 128),  # rows not transposed: the kernel up to 64
+    (7, 1024, 9), (7, 1025, 9),  # the padded columns' depth bound
+    (64, 256, 64), (64, 257, 64),  # the size bound, 2**20 multiply-adds
+    (200, 100, 10), (100, 64, 100),  # a default fit's chunks
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [0, 1])
+@pytest.mark.parametrize("trans_b", [0, 1])
+@pytest.mark.parametrize("m,k,n", EDGE_SHAPES)
+def test_gemm_edge_shapes(m, k, n, trans_a, trans_b, dtype):
+    check(m, k, n, trans_a, trans_b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows", range(1, 10))
+@pytest.mark.parametrize("columns", range(1, 34))
+def test_every_row_and_column_remainder(rows, columns, dtype):
+    check(rows, 5, columns, 0, 0, dtype, seed=rows * 100 + columns)
+    check(rows, 5, columns, 1, 0, dtype, seed=rows * 100 + columns + 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 70), k=st.integers(1, 70), n=st.integers(1, 70), trans_a=st.integers(0, 1),
+       trans_b=st.integers(0, 1), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**32 - 1))
+def test_gemm_matches_numpy(m, k, n, trans_a, trans_b, dtype, seed):
+    check(m, k, n, trans_a, trans_b, dtype, seed)
+
+
+def test_nan_and_inf_propagate_through_the_kernel():
+    # Divergence checks read the products' NaN and inf: the kernel must not lose them.
+    A = np.ones((32, 64), np.float32)
+    B = np.ones((64, 10), np.float32)
+    A[3, 5], B[7, 9] = np.nan, np.inf
+    C = np.zeros((32, 10), np.float32)
+    _product(A, B, C, 0, 0)
+    assert np.isnan(C[3]).all()
+    assert np.isinf(C[np.arange(32) != 3, 9]).all()
+    assert np.isfinite(np.delete(np.delete(C, 3, 0), 9, 1)).all()
+
