@@ -38,9 +38,10 @@ EDGE_SHAPES = [
     (1, 1, 1), (0, 3, 4), (3, 0, 4), (3, 4, 0), (0, 0, 0),
     (32, 64, 128), (32, 128, 10), (128, 32, 10),  # a digits step's products
     (64, 16, 128), (65, 16, 128),  # rows not transposed: the kernel up to 64
-    (7, 1024, 9), (7, 1025, 9),  # the padded columns' depth bound
+    (7, 512, 9), (7, 513, 9),  # the padded columns' depth bound
     (64, 256, 64), (64, 257, 64),  # the size bound, 2**20 multiply-adds
     (200, 100, 10), (100, 64, 100),  # a default fit's chunks
+    (4, 16, 256), (4, 17, 256),  # with op(B) = B.T: the bound on its transposed copy
 ]
 
 
@@ -78,3 +79,28 @@ def test_nan_and_inf_propagate_through_the_kernel():
     assert np.isinf(C[np.arange(32) != 3, 9]).all()
     assert np.isfinite(np.delete(np.delete(C, 3, 0), 9, 1)).all()
 
+
+
+def test_a_thread_with_a_small_stack_multiplies_at_the_limits():
+    # The kernel's buffers lie on the stack, at most 64 KB: the padded columns at the depth bound and
+    # the transposed copy at its bound, both here (7 x 512 @ (8 x 512).T).  A thread of 256 KB, as some
+    # thread pools give, must still run it, in both dtypes.
+    import threading
+
+    errors = []
+
+    def run():
+        try:
+            for dtype in DTYPES:
+                check(7, 512, 8, 0, 1, dtype)
+        except Exception as error:  # reported in the main thread
+            errors.append(error)
+
+    old = threading.stack_size(256 * 1024)
+    try:
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+    finally:
+        threading.stack_size(old)
+    assert not errors
