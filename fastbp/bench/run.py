@@ -86,7 +86,8 @@ def measure_all(args, emit) -> dict:
         results["mnist"] = training_case(problem, [FastbpFit, BlasOnly, NumpyLoop], size.mnist_rounds)
         emit(report.training_section(results["mnist"], peak_at, f"{size.mnist_epochs} epochs per round, timed per "
              "epoch. BLAS only: the epoch's matrix products alone (`X @ W` and `A.T @ D` per layer, `D @ W.T` for "
-             "all but the first, per minibatch, into preallocated arrays, scipy's BLAS as fastbp calls it). "))
+             "all but the first, per minibatch, into preallocated arrays, through scipy's BLAS; fastbp itself "
+             "multiplies the smallest of them, the 10-output layer's, with its own kernel). "))
     if "defaults" in want:
         live = defaults_case(size.rounds, size.seeds)
         results["defaults"] = live
