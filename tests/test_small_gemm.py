@@ -1,17 +1,20 @@
 """fastbp._intrinsics.gemm, by both of its paths (fastbp._small_gemm's kernel and BLAS), against numpy in float64.
 
-The kernel takes the small products (fastbp._small_gemm.use_small), BLAS the rest and every
-``op(B) = B.T``: the shapes below cover both sides of each of its limits, every number of
-columns left after the last whole vector (0 to 7 for float32, 0 to 3 for float64), every number
-of rows left after the last block of 4, and empty operands.
+The kernel takes the small products (fastbp._small_gemm.use_small, whose choices are tested below
+too), BLAS the rest: the shapes cover both sides of each of its limits, every number of columns left
+after the last whole pair of vectors (a pair is 16 float32 or 8 float64 columns), every number of
+rows left after the last block of 4, and empty operands.
 """
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core.extending import intrinsic
 
+from fastbp import _small_gemm
 from fastbp._intrinsics import gemm
 
 DTYPES = [np.float32, np.float64]
@@ -57,8 +60,8 @@ def test_gemm_edge_shapes(m, k, n, trans_a, trans_b, dtype):
 @pytest.mark.parametrize("rows", range(1, 10))
 @pytest.mark.parametrize("columns", range(1, 34))
 def test_every_row_and_column_remainder(rows, columns, dtype):
-    check(rows, 5, columns, 0, 0, dtype, seed=rows * 100 + columns)
-    check(rows, 5, columns, 1, 0, dtype, seed=rows * 100 + columns + 1)
+    for flags, (trans_a, trans_b) in enumerate([(0, 0), (1, 0), (0, 1)]):
+        check(rows, 5, columns, trans_a, trans_b, dtype, seed=rows * 100 + columns * 3 + flags)
 
 
 @settings(max_examples=40, deadline=None)
@@ -79,6 +82,37 @@ def test_nan_and_inf_propagate_through_the_kernel():
     assert np.isinf(C[np.arange(32) != 3, 9]).all()
     assert np.isfinite(np.delete(np.delete(C, 3, 0), 9, 1)).all()
 
+
+@intrinsic
+def _takes_kernel(typingctx, m, n, k, trans_a, trans_b, like):
+    """Whether gemm would give ``op(A) (m, k) @ op(B) (k, n)`` of ``like``'s dtype to the kernel (use_small)."""
+    def codegen(context, builder, signature, args):
+        i64, flag = ir.IntType(64), (lambda value: builder.icmp_unsigned("!=", value, value.type(0)))
+        return _small_gemm.use_small(builder, *(builder.sext(x, i64) if x.type.width < 64 else x for x in args[:3]),
+                                     flag(args[3]), flag(args[4]), like.dtype == types.float32)
+    return types.boolean(m, n, k, trans_a, trans_b, like), codegen
+
+
+@njit
+def _kernel_would_take(m, n, k, trans_a, trans_b, like):
+    return _takes_kernel(m, n, k, trans_a, trans_b, like)
+
+
+@pytest.mark.parametrize("m,n,k,trans_a,trans_b,dtype,kernel", [
+    # a digits step (batch 32, 64-128-10): all five products
+    (32, 128, 64, 0, 0, np.float32, True), (64, 128, 32, 1, 0, np.float32, True),
+    (32, 10, 128, 0, 0, np.float32, True), (128, 10, 32, 1, 0, np.float32, True),
+    (32, 128, 10, 0, 1, np.float32, True),
+    (32, 10, 128, 0, 0, np.float64, True), (32, 128, 64, 0, 0, np.float64, False),
+    (100, 100, 64, 0, 0, np.float32, False), (64, 100, 100, 1, 0, np.float32, True),  # a default fit's chunk
+    (32, 4, 128, 0, 0, np.float32, False), (32, 5, 128, 0, 0, np.float32, True),  # few columns
+    (32, 1, 128, 0, 0, np.float64, True),
+    (128, 256, 784, 0, 0, np.float32, False),  # an MNIST-sized forward
+    (7, 9, 512, 0, 0, np.float32, True), (7, 9, 513, 0, 0, np.float32, False),  # depth bound
+    (4, 256, 16, 0, 1, np.float32, True), (4, 256, 17, 0, 1, np.float32, False),  # transposed-copy bound
+])
+def test_which_products_take_the_kernel(m, n, k, trans_a, trans_b, dtype, kernel):
+    assert _kernel_would_take(m, n, k, trans_a, trans_b, np.empty((1, 1), dtype)) is kernel
 
 
 def test_a_thread_with_a_small_stack_multiplies_at_the_limits():
