@@ -142,10 +142,54 @@ _YIELD = "fastbp_yield"
 binding.add_symbol(_YIELD, ctypes.cast(ctypes.windll.kernel32.SwitchToThread if sys.platform == "win32"
                                        else ctypes.CDLL(None).sched_yield, ctypes.c_void_p).value)
 _SPINS_BEFORE_YIELD = 4096
+ROLL_CALL_PATIENCE = 1 << 14  # yields (each after _SPINS_BEFORE_YIELD spins) before a roll call gives up: ~0.1-0.5 s
 
 
 def _python_meet(sync, n_workers, arrivals):
     return True  # without the JIT, workers do not run side by side (fastbp._threads.run_workers)
+
+
+def _python_roll_call(sync, n_workers):
+    return True
+
+
+def _barrier_codegen(builder, sync_data, counter, target, patience):
+    """Arrive at ``sync[counter]`` and wait until it reaches ``target`` or ``sync[1]`` is set; the i1 "passed".
+
+    With ``patience`` (a Python int), give up after that many yields: set ``sync[1]``, so that every
+    other worker gives up too, at this barrier or its next one, and return false.
+    """
+    int64 = ir.IntType(64)
+    arrived, abort = builder.gep(sync_data, [int64(counter)]), builder.gep(sync_data, [int64(1)])
+    builder.atomic_rmw("add", arrived, int64(1), "seq_cst")
+    yield_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), _YIELD)
+    spins = cgutils.alloca_once_value(builder, int64(0))
+    yields = cgutils.alloca_once_value(builder, int64(0))
+    wait, spin, done = (builder.append_basic_block(name) for name in ("meet.wait", "meet.spin", "meet.done"))
+    builder.branch(wait)
+    builder.position_at_end(wait)
+    passed = builder.icmp_signed(">=", builder.load_atomic(arrived, "acquire", 8), target)
+    aborted = builder.icmp_signed("!=", builder.load_atomic(abort, "acquire", 8), int64(0))
+    builder.cbranch(builder.or_(passed, aborted), done, spin)
+    builder.position_at_end(spin)
+    n = builder.add(builder.load(spins), int64(1))
+    builder.store(n, spins)
+    with builder.if_then(builder.icmp_signed(">=", n, int64(_SPINS_BEFORE_YIELD))):
+        builder.call(yield_fn, [])
+        builder.store(int64(0), spins)
+        if patience is not None:
+            waited = builder.add(builder.load(yields), int64(1))
+            builder.store(waited, yields)
+            with builder.if_then(builder.icmp_signed(">", waited, int64(patience))):
+                builder.store_atomic(int64(1), abort, "seq_cst", 8)
+    builder.branch(wait)
+    builder.position_at_end(done)
+    return builder.not_(aborted)
+
+
+def _barrier_arguments_ok(sync, counts):
+    return (isinstance(sync, types.Array) and sync.ndim == 1 and sync.layout == "C" and sync.dtype == types.int64
+            and sync.mutable and all(isinstance(c, types.Integer) for c in counts))
 
 
 @intrinsic
@@ -160,37 +204,69 @@ def _meet(typingctx, sync, n_workers, arrivals):
     compiler may not hoist out of the loop) and yields its core every few
     thousand spins.
     """
-    if not (isinstance(sync, types.Array) and sync.ndim == 1 and sync.layout == "C" and sync.dtype == types.int64
-            and sync.mutable and isinstance(n_workers, types.Integer) and isinstance(arrivals, types.Integer)):
+    if not _barrier_arguments_ok(sync, (n_workers, arrivals)):
         return None
     sig = types.boolean(sync, n_workers, arrivals)
 
     def codegen(context, builder, signature, args):
-        array = context.make_array(sync)(context, builder, args[0])
-        int64 = ir.IntType(64)
         workers, count = (context.cast(builder, v, t, types.int64) for v, t in zip(args[1:], signature.args[1:]))
-        arrived, abort = array.data, builder.gep(array.data, [int64(1)])
-        target = builder.mul(workers, count)
-        builder.atomic_rmw("add", arrived, int64(1), "seq_cst")
-        yield_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), _YIELD)
-        spins = cgutils.alloca_once_value(builder, int64(0))
-        wait, spin, done = (builder.append_basic_block(name) for name in ("meet.wait", "meet.spin", "meet.done"))
-        builder.branch(wait)
-        builder.position_at_end(wait)
-        passed = builder.icmp_signed(">=", builder.load_atomic(arrived, "acquire", 8), target)
-        aborted = builder.icmp_signed("!=", builder.load_atomic(abort, "acquire", 8), int64(0))
-        builder.cbranch(builder.or_(passed, aborted), done, spin)
-        builder.position_at_end(spin)
-        n = builder.add(builder.load(spins), int64(1))
-        builder.store(n, spins)
-        with builder.if_then(builder.icmp_signed(">=", n, int64(_SPINS_BEFORE_YIELD))):
-            builder.call(yield_fn, [])
-            builder.store(int64(0), spins)
-        builder.branch(wait)
-        builder.position_at_end(done)
-        return builder.not_(aborted)
+        data = context.make_array(sync)(context, builder, args[0]).data
+        return _barrier_codegen(builder, data, 0, builder.mul(workers, count), None)
 
     return sig, codegen
 
 
+@intrinsic
+def _roll_call(typingctx, sync, n_workers):
+    """Whether all ``n_workers`` workers run side by side: a first barrier, counted in ``sync[2]``, that gives up.
+
+    For workers started as the iterations of a ``prange`` loop: a thread pool that
+    ran them one after another (fewer threads than asked) would leave the first
+    one waiting at its first barrier for ever.  So this barrier waits for
+    :data:`ROLL_CALL_PATIENCE` yields at most (a fraction of a second), then sets
+    ``sync[1]``, as a failed worker does: every worker gives up, here or at its
+    next :func:`meet`.  Its own count keeps :func:`meet`'s in ``sync[0]`` from zero.
+    """
+    if not _barrier_arguments_ok(sync, (n_workers,)):
+        return None
+    sig = types.boolean(sync, n_workers)
+
+    def codegen(context, builder, signature, args):
+        workers = context.cast(builder, args[1], signature.args[1], types.int64)
+        data = context.make_array(sync)(context, builder, args[0]).data
+        return _barrier_codegen(builder, data, 2, workers, ROLL_CALL_PATIENCE)
+
+    return sig, codegen
+
+@intrinsic
+def _call_native(typingctx, address, *args):
+    """Call the compiled nopython function at ``address`` (an int64) with ``args``; it returns nothing.
+
+    ``address`` must be the native entry point of a function compiled for exactly these argument types
+    and no result (``cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)``), that raises no
+    exception: the call uses Numba's own calling convention through the pointer, as Numba calls a
+    first-class function, and ignores the status.  The callee's code is not linked into the caller.
+    """
+    if isinstance(address, types.Integer) and len(args) == 1 and isinstance(args[0], types.StarArgTuple):
+        args = tuple(args[0].types)
+    if not isinstance(address, types.Integer):
+        return None
+    sig = types.none(address, types.StarArgTuple(args))
+
+    def codegen(context, builder, signature, llargs):
+        fnty = context.call_conv.get_function_type(types.none, args)
+        callee = builder.inttoptr(llargs[0], fnty.as_pointer())
+        values = cgutils.unpack_tuple(builder, llargs[1], len(args))
+        context.call_conv.call_function(builder, callee, types.none, args, values)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _python_call_native(address, *args):
+    raise RuntimeError("call_native needs the JIT")  # never called: without the JIT no epoch runs on the pool
+
+
 meet = _python_meet if config.DISABLE_JIT else _meet
+roll_call = _python_roll_call if config.DISABLE_JIT else _roll_call
+call_native = _python_call_native if config.DISABLE_JIT else _call_native

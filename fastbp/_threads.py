@@ -4,12 +4,18 @@ Small layers (digits at batch 200 and width 100) leave most of a core idle: thei
 products are too small for OpenBLAS to split them well over threads.  So a batch
 is cut into parts that threads run side by side, each calling BLAS on one
 thread: row chunks (:meth:`fastbp.network.Network.chunk_count`) or, for wide
-layers, unit halves (:mod:`fastbp.halves`).  An epoch runs on workers
-(:func:`run_workers`): the calling thread and persistent helper threads, each
+layers, unit halves (:mod:`fastbp.halves`).  An epoch runs on workers, each
 running the whole compiled epoch for its share and meeting the others at
 barriers (:func:`fastbp._intrinsics.meet`), so a step costs a barrier, not a
-launch of a thread pool.  A full-batch gradient's chunks run on Numba's thread
-pool instead (one ``prange`` loop per call).  The rules that keep this safe:
+launch of a thread pool.  A chunked epoch's workers are the iterations of one
+``prange`` loop on Numba's thread pool where that pool runs them side by side
+(:func:`epoch_on_pool`): one call per epoch, whose arguments are unboxed once,
+and pool threads that are still spinning from the last epoch.  Otherwise, and
+for halves, the workers are the calling thread and persistent helper threads
+(:func:`run_workers`): each unboxes the arguments in turn, under the GIL, and
+wakes from a queue, about 70 us per epoch on two cores.  A full-batch
+gradient's chunks run on Numba's pool too (one ``prange`` loop per call).  The
+rules that keep this safe:
 
 * **BLAS single-threaded meanwhile.**  Two threads each calling a threaded BLAS
   would oversubscribe the cores, so the BLAS libraries are set to one thread for
@@ -52,6 +58,7 @@ LOCK = threading.RLock()
 _local = threading.local()  # .cap: the n_threads of the estimator fitting in this thread
 _process_cap = None  # set by limit_process (fastbp.distributed.configure_worker)
 _forked_after_pool = False
+_pool_unusable = False  # set by pool_failed
 _blas = None
 _blas_pools = None
 _helpers = []  # the persistent threads that run workers 1, 2, ... of an epoch (run_workers)
@@ -109,6 +116,30 @@ def chunk_threads(n_chunks: int, pool: bool = False) -> int:
         return 1
     caps = [c for c in (getattr(_local, "cap", None), _process_cap) if c is not None]
     return max(1, min([n_chunks, numba.get_num_threads(), *caps]))
+
+
+def epoch_on_pool(n_chunks: int) -> bool:
+    """Whether an epoch's ``n_chunks`` row chunks may run as one ``prange`` over its workers on Numba's pool.
+
+    The workers meet at barriers, so the pool must run them all at once: the
+    OpenMP and workqueue layers give each of its threads one iteration of a loop
+    of as many iterations as threads; TBB may run two on one thread, so under it,
+    in a forked child that may not use the pool, and after a roll call found the
+    pool's threads not side by side (:func:`pool_failed`), the workers run on
+    :func:`run_workers`' threads instead.
+    """
+    if _pool_unusable or chunk_threads(n_chunks, pool=True) <= 1:
+        return False
+    try:
+        return numba.threading_layer() in ("omp", "workqueue")  # chunk_threads has started the pool
+    except ValueError:  # no pool started: nothing to run on
+        return False
+
+
+def pool_failed() -> None:
+    """A pool's epoch could not start all its workers at once: run them on :func:`run_workers`' threads from now on."""
+    global _pool_unusable
+    _pool_unusable = True
 
 
 def _blas_libraries():
@@ -239,20 +270,20 @@ class _Helper:
                 self.done.put(exc)
 
 
-def run_workers(kernel, n_workers: int, args: tuple):
+def run_workers(kernel, n_workers: int, args: tuple, sync=None):
     """``kernel(worker, n_workers, sync, *args)`` on ``n_workers`` threads at once; returns worker 0's result.
 
     Worker 0 runs in this thread, the others on persistent helper threads, so an
-    epoch costs two thread hand-offs, not a thread start per worker.  ``sync`` is a
-    fresh int64 array of two zeros: ``kernel``'s barriers count in ``sync[0]``, and
-    ``sync[1]`` set tells them to give up (a worker that raised before reaching its
-    first barrier would otherwise leave the others waiting).  An exception of any
+    epoch costs two thread hand-offs, not a thread start per worker.  ``sync`` is an
+    int64 array of zeros (by default a fresh one of two): ``kernel``'s barriers count
+    in ``sync[0]``, and ``sync[1]`` set tells them to give up (a worker that raised
+    before reaching its first barrier would otherwise leave the others waiting).  An exception of any
     worker, or one that interrupts this thread (Ctrl-C), is raised here only after
     every helper has returned, so no helper is left waiting at a barrier or
     holding a result for the next call.  With more than one worker, the caller holds
     :data:`LOCK` (:func:`chunked`): one epoch at a time uses the helpers.
     """
-    sync = np.zeros(2, np.int64)
+    sync = np.zeros(2, np.int64) if sync is None else sync
     if n_workers <= 1 or numba.config.DISABLE_JIT:  # without the JIT, barriers do not wait (chunk_threads)
         return kernel(0, 1, sync, *args)
     while len(_helpers) < n_workers - 1:

@@ -201,9 +201,10 @@ def all_finite(params, state):
     """Whether the parameters and optimizer state are finite (after an epoch's last update)."""
     inf = params.dtype.type(np.inf)
     bad = 0
-    for j in range(params.size):
+    for j in range(params.size):  # a loop per row, each over contiguous memory: each one vectorizes
         bad += not abs(params[j]) < inf
-        for i in range(state.shape[0]):
+    for i in range(state.shape[0]):
+        for j in range(params.size):
             bad += not abs(state[i, j]) < inf
     return bad == 0
 

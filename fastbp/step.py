@@ -31,8 +31,9 @@ gradients are summed in one fixed order.  The chunk count comes from the batch
 size alone (``Network.chunk_count``), so one thread or many give bitwise the same
 result.  An epoch's chunks and parameter segments are shared out among workers
 that run the whole epoch side by side, meeting at a barrier after each phase of a
-step (:func:`_train_epoch`, :func:`fastbp._threads.run_workers`); a full-batch
-gradient's chunks run in a ``prange`` loop.  (:mod:`fastbp.halves` trains small
+step (:func:`_train_epoch`: the iterations of one ``prange`` loop on Numba's pool,
+or else :func:`fastbp._threads.run_workers`' threads); a full-batch gradient's
+chunks run in a ``prange`` loop.  (:mod:`fastbp.halves` trains small
 batches of wide networks on two cores the other way: by cutting layers, not rows.)
 
 Compile time follows the shape of this code.  Each jitted callee is compiled on
@@ -71,7 +72,7 @@ from ._config import (
     specialize,
 )
 from ._intrinsics import block as _block
-from ._intrinsics import gemm, meet
+from ._intrinsics import call_native, gemm, meet, roll_call
 from .loops import all_finite, back_up, gather, order_is_valid, row_kernels, updates
 
 Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
@@ -203,75 +204,108 @@ def _chunk_totals(chunk_loss, chunk_weight, chunk_finite, n_chunks):
     return loss, weight, finite and abs(loss) < np.inf
 
 
-def _train_epoch(worker, n_workers, sync, rows, order, batch_size, layout, ws, batch, params, state, backup, hyper,
-                 penalty, t):
+def _train_epoch(worker, n_workers, sync, loss, rows, order, batch_size, layout, ws, batch, params, state, backup,
+                 hyper, penalty, t):
     """Worker ``worker``'s share of one epoch of minibatch training over the rows ``order`` of ``rows``.
 
     ``n_workers`` threads run this side by side, each with its own ``worker`` in
-    ``[0, n_workers)`` and the same ``sync`` (:func:`fastbp._intrinsics.meet`; an
-    int64 array of two zeros), or one thread runs it alone (``n_workers == 1``).
-    Each batch's row chunks and then its parameter segments are shared out among
-    the workers, with a barrier after each: the chunks' gradients are complete
-    before any segment's update reads them, and every update is done before any
-    chunk's next forward reads the parameters.  What is computed depends on the
-    chunk count only, never on ``n_workers``: one thread or several give bitwise
-    the same result.  One epoch is one launch of the workers, not one per step.
+    ``[0, n_workers)`` and the same ``sync``, an int64 array of five zeros
+    (:func:`fastbp._intrinsics.meet`), or one thread runs it alone (``n_workers ==
+    1``).  A worker ``w`` started by a thread pool (:func:`_pool_epoch`) is passed
+    as ``-1 - w`` and first answers a roll call
+    (:func:`fastbp._intrinsics.roll_call`).  Each batch's row chunks and then its
+    parameter segments are shared out among the workers, with a barrier after
+    each: the chunks' gradients are complete before any segment's update reads
+    them, and every update is done before any chunk's next forward reads the
+    parameters.  What is computed depends on the chunk count only, never on
+    ``n_workers``: one thread or several give bitwise the same result.
 
     First worker 0 copies ``params`` and ``state`` into ``backup`` (its rows) for
-    the caller to restore on divergence.  Returns ``(sum over batches of
-    batch_loss * batch_rows, t, status)``, worker 0's being the one that counts:
-    ``EPOCH_DONE``; ``EPOCH_DIVERGED`` at the first batch whose loss is not finite
-    (before its update), or when the state is not finite after the last update
-    (only the next forward would see it; worker 0 checks); ``EPOCH_BAD_ORDER``,
-    before anything is touched, when ``order`` indexes outside ``rows``; or
-    ``EPOCH_ABORTED`` when a barrier saw ``sync[1]`` set (another worker failed to
-    start).  ``t`` counts optimizer steps (Adam's bias correction).
+    the caller to restore on divergence.  Worker 0 leaves its results in
+    ``loss[0]`` (the sum over batches of batch_loss * batch_rows), ``sync[3]``
+    (``t``, which counts optimizer steps: Adam's bias correction) and ``sync[4]``,
+    the status: ``EPOCH_DONE``; ``EPOCH_DIVERGED`` at the first batch whose loss is
+    not finite (before its update), or when the state is not finite after the
+    last update (only the next forward would see it; worker 0 checks);
+    ``EPOCH_BAD_ORDER``, before anything is touched, when ``order`` indexes
+    outside ``rows``; or ``EPOCH_ABORTED`` when a barrier saw ``sync[1]`` set
+    (another worker failed to start, or the roll call found the pool's workers
+    not all running at once: only scratch space was touched then).
 
     Each chunk first gathers its own rows of the minibatch, so that the copy runs
     on the thread, and lands in the cache, that uses it; only those rows of a
     sparse ``rows`` are densified.
     """
+    w = worker if worker >= 0 else -1 - worker
     n_rows = order.size
+    status = EPOCH_DONE
     if not order_is_valid(order, rows.sw.size):
-        return 0.0, t, EPOCH_BAD_ORDER
-    if worker == 0:
+        status = EPOCH_BAD_ORDER
+    elif _CHUNKED and worker < 0 and not roll_call(sync, n_workers):
+        status = EPOCH_ABORTED
+    if status == EPOCH_DONE and w == 0:
         back_up(params, state, backup)
     dtype = params.dtype.type
     n_in = layout.sizes[0]
     backward = n_rows > 0  # True, but not a compile-time literal: one compiled chunk pass serves every caller
     total = 0.0
     arrivals = 0  # barriers this worker has reached
-    for start in range(0, n_rows, batch_size):
+    for start in range(0, n_rows if status == EPOCH_DONE else 0, batch_size):
         nb = batch_size if batch_size < n_rows - start else n_rows - start  # not min(): a compiled function
         # one chunk: np.int64(1), not a literal 1, so that the chunk pass has the signature predict calls it with
         k = (ws.acts.shape[0] if ws.acts.shape[0] < nb else nb) if _CHUNKED else np.int64(1)
-        for chunk in range(k * worker // n_workers, k * (worker + 1) // n_workers):
+        for chunk in range(k * w // n_workers, k * (w + 1) // n_workers):
             gather(rows, order, start, nb * chunk // k, nb * (chunk + 1) // k, 0, n_in, batch.x, batch.y, batch.sw)
             _chunk_pass(chunk, k, nb, backward, batch, layout, ws, params)
         if _CHUNKED:  # (one chunk runs on one worker: nothing to meet)
             arrivals += 1
             if not meet(sync, n_workers, arrivals):
-                return total, t, EPOCH_ABORTED
+                status = EPOCH_ABORTED
+                break
         data_loss, weight, finite = _chunk_totals(ws.chunk_loss, ws.chunk_weight, ws.chunk_finite, k)
         learns = weight > 0.0  # else every row weighs 0: nothing to learn, and 1 / weight would be infinite
         if learns and not finite:
-            return total, t, EPOCH_DIVERGED
+            status = EPOCH_DIVERGED
+            break
         if learns:
             t += 1
             scale = dtype(1.0 / weight)
-            for s in range(k * worker // n_workers, k * (worker + 1) // n_workers):  # one segment per chunk
+            for s in range(k * w // n_workers, k * (w + 1) // n_workers):  # one segment per chunk
                 _step_segment(s, k, params, ws.grads, state, layout.n_coef, scale, hyper, t, penalty.alpha,
                               ws.seg_norm)
         if _CHUNKED:
             arrivals += 1
             if not meet(sync, n_workers, arrivals):
-                return total, t, EPOCH_ABORTED
+                status = EPOCH_ABORTED
+                break
         if learns:
             norm = 0.0
             for s in range(k):
                 norm += ws.seg_norm[s]
             total += _objective(data_loss, norm, weight, penalty.alpha, penalty.loss_scale) * nb
-    return total, t, EPOCH_DONE if worker != 0 or all_finite(params, state) else EPOCH_DIVERGED
+    if w == 0:
+        if status == EPOCH_DONE and not all_finite(params, state):
+            status = EPOCH_DIVERGED
+        loss[0] = total
+        sync[3] = t
+        sync[4] = status
+
+
+@functools.partial(jit_parallel, nrt=False)
+def _pool_epoch(address, n_workers, sync, loss, rows, order, batch_size, layout, ws, batch, params, state, backup,
+                hyper, penalty, t):
+    """Every worker of a chunked epoch, as the iterations of a ``prange`` loop on Numba's thread pool.
+
+    ``address`` is the native entry point of the compiled chunked :func:`_train_epoch` for these
+    arguments' types (:func:`fastbp.trainer.native_address`), called through it
+    (:func:`fastbp._intrinsics.call_native`), not linked into this function: linking would optimise and
+    code-generate the whole epoch again here, seconds of a first fit.  One copy serves every kind of
+    network; one call unboxes the arguments once, where a thread per worker would each unbox them in
+    turn under the GIL.
+    """
+    for w in prange(n_workers):
+        call_native(address, np.int64(-1 - w), n_workers, sync, loss, rows, order, batch_size, layout, ws, batch,
+                    params, state, backup, hyper, penalty, t)
 
 
 def _loss_gradient(batch, layout, ws, params, penalty):

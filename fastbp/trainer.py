@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._config import EPOCH_ABORTED, EPOCH_BAD_ORDER, EPOCH_DIVERGED
-from ._threads import chunked, run_workers
+from ._threads import chunked, epoch_on_pool, pool_failed, run_workers
 from .halves import halves_epoch_for
-from .step import Batch, Penalty, Rows, epoch_for
+from .step import Batch, Penalty, Rows, _pool_epoch, epoch_for
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
@@ -55,6 +55,7 @@ class Trainer:
         self._backup = np.empty((1 + optimizer.state.shape[0], network.n_params), network.dtype)  # params, state
         self._parts, self._halves = network.parts(rows), network.splits_units(rows)  # what each epoch runs in
         self._rows_of = self._rows = None
+        self._address = None  # (key, address) of the last pool epoch (_native_address)
 
     def epoch(self, X, Y, sample_weight, order) -> float:
         """One pass over the rows ``order``; returns scikit-learn's epoch loss (mean of batch losses by rows).
@@ -69,16 +70,8 @@ class Trainer:
         rows = self._rows
         if rows.Y is not Y or rows.sw is not sample_weight:
             rows = self._rows = rows._replace(Y=Y, sw=sample_weight)
-        kind = (net.hidden_code, net.out_code, opt.solver)
-        if self._halves:
-            epoch, buffers = halves_epoch_for(*kind), (net.halves(self.batch_size, opt.state.shape[0]),)
-        else:
-            epoch, buffers = epoch_for(*kind, self._parts > 1), (net.workspace(self.batch_size), self.batch)
-        with chunked(self._parts) as threads:
-            total, t, status = run_workers(epoch, threads, (
-                rows, order, self.batch_size, net.layout, *buffers, net.params, opt.state, self._backup,
-                opt.hyper(net.dtype), self.penalty, opt.t))
-        if status == EPOCH_ABORTED:  # run_workers raises a worker's error first: this would be a bug
+        total, t, status = self._run(rows, order)
+        if status == EPOCH_ABORTED:  # run_workers raises a worker's error first, and _run retries a pool's: a bug
             raise RuntimeError("an epoch's workers stopped without an error")
         if status == EPOCH_BAD_ORDER:
             raise ValueError(f"order must be a non-empty 1-D array of row indices in [0, {sample_weight.size})")
@@ -90,6 +83,79 @@ class Trainer:
                 f"last finite values; lower learning_rate_init (now {opt.learning_rate:g}) or scale the inputs")
         opt.t = t
         return total / order.size
+
+    def _run(self, rows, order):
+        """``(loss sum, t, status)`` of one epoch, on unit halves or on row chunks, on as many threads as allowed.
+
+        Chunks run as one ``prange`` call on Numba's pool where it can run the workers side by side
+        (:func:`fastbp._threads.epoch_on_pool`), else on :func:`fastbp._threads.run_workers`' threads; a
+        pool that did not start them all at once (the roll call gave up, having touched only scratch
+        space) is not used again, and the epoch runs again on those threads.
+        """
+        net, opt = self.network, self.optimizer
+        kind = (net.hidden_code, net.out_code, opt.solver)
+        inputs = (rows, order, self.batch_size, net.layout)
+        training = (net.params, opt.state, self._backup, opt.hyper(net.dtype), self.penalty, opt.t)
+        if self._halves:
+            with chunked(self._parts) as threads:
+                return run_workers(halves_epoch_for(*kind), threads,
+                                   (*inputs, net.halves(self.batch_size, opt.state.shape[0]), *training))
+        sync, loss = np.zeros(5, np.int64), np.zeros(1)
+        args = (loss, *inputs, net.workspace(self.batch_size), self.batch, *training)
+        epoch = epoch_for(*kind, self._parts > 1)
+        pool = epoch_on_pool(self._parts)
+        with chunked(self._parts, pool) as threads:
+            if pool:
+                _pool_epoch(self._native_address(epoch, threads, sync, args), threads, sync, *args)
+            else:
+                run_workers(epoch, threads, args, sync)
+        if pool and sync[4] == EPOCH_ABORTED:
+            pool_failed()
+            return self._run(rows, order)
+        return loss[0], int(sync[3]), int(sync[4])
+
+    def _native_address(self, epoch, n_workers, sync, args):
+        """The native entry point of ``epoch`` for ``(worker, n_workers, sync, *args)`` (:func:`native_address`).
+
+        Remembered for the arrays of this trainer's last epoch: the same ``rows`` and ``order`` objects
+        with the same flags have the same types (everything else is the trainer's own).
+        """
+        rows, order = args[1], args[2]
+        key = (rows, order, *(a.flags.writeable for a in (rows.X, rows.Y, rows.sw, order)), order.flags.c_contiguous)
+        if self._address is None or any(a is not b for a, b in zip(key, self._address[0])):
+            self._address = key, native_address(epoch, (-1, n_workers, sync, *args))
+        return self._address[1]
+
+
+_ADDRESSES = {}  # native entry points by (epoch, the arguments' type key): see native_address
+
+
+def native_address(epoch, args) -> int:
+    """The native entry point of the compiled ``epoch`` (a Numba dispatcher) for ``args``' types.
+
+    Compiled, or loaded from the cache, if need be.  Numba's own typing of the arguments (``typeof``)
+    takes about 0.4 ms for an epoch's bundles, so it runs once per process and kind of arguments: the
+    key that finds it again is what decides an array's Numba type (dtype, dimensions, layout,
+    writeability, alignment), read off each argument.
+    """
+    key = (epoch, _type_key(args))
+    address = _ADDRESSES.get(key)
+    if address is None:
+        signature = tuple(epoch.typeof_pyval(a) for a in args)
+        if signature not in epoch.overloads:
+            epoch.compile(signature)
+        compiled = epoch.overloads[signature]
+        address = _ADDRESSES[key] = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+    return address
+
+
+def _type_key(value):
+    if isinstance(value, np.ndarray):
+        flags = value.flags
+        return value.dtype.str, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned
+    if isinstance(value, tuple):
+        return type(value), *(_type_key(v) for v in value)
+    return type(value)
 
 
 def run_epochs(state, trainer, X, Y, sample_weight, *, settings, max_iter, incremental, validate=None,

@@ -101,17 +101,97 @@ def _fit(name, **kw):
     return model.fit(X, Y_CLASS if isinstance(model, MLPClassifier) else X[:, 0] * X[:, 1])
 
 
+def _pool_runs_workers():
+    """Whether a chunked epoch can run on Numba's pool here: the JIT, two threads, a layer that runs them at once."""
+    if NO_JIT or numba.get_num_threads() < 2:
+        return False
+    numba.get_num_threads()  # starts the pool, so the layer is known
+    return numba.threading_layer() in ("omp", "workqueue")
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_weights_do_not_depend_on_the_thread_count(monkeypatch, name):
-    used = []
+    used, pooled = [], []
     chunk_threads = _threads.chunk_threads
     monkeypatch.setattr(_threads, "chunk_threads",
                         lambda n, pool=False: used.append(chunk_threads(n, pool)) or used[-1])
+    pool_epoch = trainer_module._pool_epoch
+    monkeypatch.setattr(trainer_module, "_pool_epoch", lambda *args: pooled.append(args[1]) or pool_epoch(*args))
     models = [_fit(name, n_threads=n) for n in (1, 2, None)]
     assert _same_weights(models[0], models[1]) and _same_weights(models[0], models[2])
     assert 1 in used
     if numba.get_num_threads() > 1 and not NO_JIT:
         assert max(used) > 1, "the chunks never ran on several threads"
+    if name != "lbfgs" and _pool_runs_workers():  # (L-BFGS's full-batch gradients have their own prange)
+        assert pooled and set(pooled) == {2}, "the chunked epochs never ran on Numba's pool"
+
+
+def _stochastic_args(model, batch):
+    """What a Trainer passes a chunked epoch for ``model`` (fitted) on batches of ``batch`` rows of X."""
+    net, opt = model._network, model._optimizer
+    trainer = trainer_module.Trainer(net, opt, batch, model.alpha)
+    Y = model._encode_labels(Y_CLASS, net.dtype)
+    rows = trainer_module._rows(X, Y, np.ones(X.shape[0], net.dtype), net.dtype)
+    order = np.arange(X.shape[0], dtype=np.int64)
+    return (np.zeros(1), rows, order, batch, net.layout, net.workspace(batch), trainer.batch, net.params, opt.state,
+            trainer._backup, opt.hyper(net.dtype), trainer.penalty, opt.t)
+
+
+@pytest.mark.skipif(NO_JIT, reason="without the JIT nothing runs on the pool")
+def test_pool_workers_run_one_after_another_give_up_without_touching_the_weights():
+    """A pool that runs a chunked epoch's two workers on one thread, one after the other, would leave the first
+    waiting at its first barrier for ever: the roll call gives up instead, before anything but scratch space is
+    written, and says so (``EPOCH_ABORTED``)."""
+    from fastbp._config import EPOCH_ABORTED, EPOCH_DONE
+    from fastbp.step import _pool_epoch, epoch_for
+
+    model = _fit("adam")
+    net = model._network
+    args = _stochastic_args(model, 400)
+    epoch = epoch_for(net.hidden_code, net.out_code, model._optimizer.solver, True)
+    before = [net.params.copy(), model._optimizer.state.copy()]
+    for threads, status in ((1, EPOCH_ABORTED), (2, EPOCH_DONE)):
+        if threads > numba.get_num_threads():
+            continue
+        sync = np.zeros(5, np.int64)
+        address = trainer_module.native_address(epoch, (-1, 2, sync, *args))
+        available = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            _pool_epoch(address, 2, sync, *args)  # two workers on a pool of ``threads`` threads
+        finally:
+            numba.set_num_threads(available)
+        assert sync[4] == status
+        if status == EPOCH_ABORTED:
+            assert np.array_equal(net.params, before[0]) and np.array_equal(model._optimizer.state, before[1])
+        else:
+            assert not np.array_equal(net.params, before[0])
+
+
+@pytest.mark.skipif(NO_JIT or numba.get_num_threads() < 2, reason="needs the JIT and two threads")
+def test_a_pool_that_gave_up_gives_way_to_helper_threads(monkeypatch):
+    """After a roll call gave up, the epoch runs again on run_workers' threads, and so does every later one."""
+    want = _fit("adam", n_threads=1)
+    monkeypatch.setattr(_threads, "_pool_unusable", False)
+    monkeypatch.setattr(trainer_module, "epoch_on_pool", lambda n_chunks: not _threads._pool_unusable)
+    pool_epoch, pooled, helped = trainer_module._pool_epoch, [], []
+    run_workers = _threads.run_workers
+
+    def one_thread_pool(address, n_workers, sync, *args):  # both workers on one thread of the pool
+        pooled.append(n_workers)
+        available = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            pool_epoch(address, 2, sync, *args)
+        finally:
+            numba.set_num_threads(available)
+
+    monkeypatch.setattr(trainer_module, "_pool_epoch", one_thread_pool)
+    monkeypatch.setattr(trainer_module, "run_workers",
+                        lambda kernel, n, args, sync=None: helped.append(n) or run_workers(kernel, n, args, sync))
+    got = _fit("adam")
+    assert pooled == [2] and len(helped) == got.n_iter_ and _threads._pool_unusable
+    assert _same_weights(want, got)
 
 
 def test_blas_thread_counts_are_restored_after_chunked_fits():

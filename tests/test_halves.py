@@ -34,7 +34,7 @@ def halves_always(monkeypatch):
     workers = []
     run_workers = _threads.run_workers
     monkeypatch.setattr(trainer_module, "run_workers",
-                        lambda kernel, n, args: workers.append(n) or run_workers(kernel, n, args))
+                        lambda kernel, n, args, sync=None: workers.append(n) or run_workers(kernel, n, args, sync))
     return workers
 
 
