@@ -24,13 +24,20 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
+def _as_in_a_terminal():
+    """In the child before it starts: Ctrl-C as a terminal's program has it.  A job started in the background
+    of a non-interactive shell inherits SIGINT ignored, and a program keeps that (as fastbp does): then no
+    Ctrl-C could be tested."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(args, wait_for, tmp_path, env=ENV, delay=0.2):
     """Start ``python -m fastbp ARGS``, wait for a stderr line containing ``wait_for``, send SIGINT.
 
     Returns (status, stderr lines, seconds from the signal to the exit).
     """
     proc = subprocess.Popen([sys.executable, "-m", "fastbp", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_in_a_terminal)
     try:
         seen = []
         for line in proc.stderr:
@@ -60,7 +67,8 @@ def _assert_one_line_interrupt(status, lines, seconds, message):
 def test_ctrl_c_while_numpy_sklearn_and_numba_load(tmp_path):
     """The first second goes on imports: a Ctrl-C then is answered with one line too, not an import's traceback."""
     proc = subprocess.Popen([sys.executable, "-m", "fastbp", "train", "iris", "--save", str(tmp_path / "m.npz")],
-                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_in_a_terminal)
     time.sleep(0.15)  # the interpreter is up, fastbp.cli's imports are not done
     sent = time.perf_counter()
     proc.send_signal(signal.SIGINT)
