@@ -247,8 +247,6 @@ def _call_native(typingctx, address, *args):
     exception: the call uses Numba's own calling convention through the pointer, as Numba calls a
     first-class function, and ignores the status.  The callee's code is not linked into the caller.
     """
-    if isinstance(address, types.Integer) and len(args) == 1 and isinstance(args[0], types.StarArgTuple):
-        args = tuple(args[0].types)
     if not isinstance(address, types.Integer):
         return None
     sig = types.none(address, types.StarArgTuple(args))
