@@ -9,7 +9,7 @@ running the whole compiled epoch for its share and meeting the others at
 barriers (:func:`fastbp._intrinsics.meet`), so a step costs a barrier, not a
 launch of a thread pool.  A chunked epoch's workers are the iterations of one
 ``prange`` loop on Numba's thread pool where that pool runs them side by side
-(:func:`epoch_on_pool`): one call per epoch, whose arguments are unboxed once,
+(:func:`epoch_threads`): one call per epoch, whose arguments are unboxed once,
 and pool threads that are still spinning from the last epoch.  Otherwise, and
 for halves, the workers are the calling thread and persistent helper threads
 (:func:`run_workers`): each unboxes the arguments in turn, under the GIL, and
@@ -59,6 +59,7 @@ _local = threading.local()  # .cap: the n_threads of the estimator fitting in th
 _process_cap = None  # set by limit_process (fastbp.distributed.configure_worker)
 _forked_after_pool = False
 _pool_unusable = False  # set by pool_failed
+_side_by_side = None  # see _layer_runs_side_by_side
 _blas = None
 _blas_pools = None
 _helpers = []  # the persistent threads that run workers 1, 2, ... of an epoch (run_workers)
@@ -115,25 +116,45 @@ def chunk_threads(n_chunks: int, pool: bool = False) -> int:
     if n_chunks <= 1 or numba.config.DISABLE_JIT or (pool and _forked_after_pool):
         return 1
     caps = [c for c in (getattr(_local, "cap", None), _process_cap) if c is not None]
-    return max(1, min([n_chunks, numba.get_num_threads(), *caps]))
+    return max(1, min([n_chunks, _numba_threads(), *caps]))
 
 
-def epoch_on_pool(n_chunks: int) -> bool:
-    """Whether an epoch's ``n_chunks`` row chunks may run as one ``prange`` over its workers on Numba's pool.
+def _numba_threads() -> int:
+    """``numba.get_num_threads()``: once the pool has started, without the two start-up locks that make it cost
+    microseconds (it is asked twice per epoch)."""
+    if getattr(_numba_parallel, "_is_initialized", False):
+        count = getattr(_numba_parallel, "_get_num_threads", None)  # the layer's own C function
+        threads = count() if count is not None else 0
+        if threads > 0:
+            return threads
+    return numba.get_num_threads()
+
+
+def epoch_threads(n_chunks: int) -> tuple:
+    """``(threads, on_pool)``: how many workers run an epoch of ``n_chunks`` row chunks in this thread now, and
+    whether as one ``prange`` over them on Numba's pool (else on :func:`run_workers`' threads).
 
     The workers meet at barriers, so the pool must run them all at once: the
     OpenMP and workqueue layers give each of its threads one iteration of a loop
     of as many iterations as threads; TBB may run two on one thread, so under it,
     in a forked child that may not use the pool, and after a roll call found the
     pool's threads not side by side (:func:`pool_failed`), the workers run on
-    :func:`run_workers`' threads instead.
+    :func:`run_workers`' threads instead.  Called once per epoch: one count of
+    the threads, and the layer looked up once per process.
     """
-    if _pool_unusable or chunk_threads(n_chunks, pool=True) <= 1:
-        return False
-    try:
-        return numba.threading_layer() in ("omp", "workqueue")  # chunk_threads has started the pool
-    except ValueError:  # no pool started: nothing to run on
-        return False
+    threads = chunk_threads(n_chunks)
+    return threads, threads > 1 and not (_pool_unusable or _forked_after_pool) and _layer_runs_side_by_side()
+
+
+def _layer_runs_side_by_side() -> bool:
+    """Whether Numba's threading layer (fixed once its pool has started, as chunk_threads does) is omp or workqueue."""
+    global _side_by_side
+    if _side_by_side is None:
+        try:
+            _side_by_side = numba.threading_layer() in ("omp", "workqueue")
+        except ValueError:  # no pool started: nothing to run on
+            return False
+    return _side_by_side
 
 
 def pool_failed() -> None:
@@ -226,30 +247,47 @@ def fit_scope(n_chunks: int):
             _restore_blas(before, 1)
 
 
-@contextmanager
 def chunked(n_chunks: int, pool: bool = False):
-    """Yields how many threads this block's ``n_chunks`` row chunks run on (:func:`chunk_threads`).
+    """``with chunked(n_chunks, pool) as threads``: :class:`workers` for :func:`chunk_threads` threads."""
+    return workers(chunk_threads(n_chunks, pool), pool)
+
+
+class workers:
+    """``with workers(threads, pool) as threads``: the block runs row chunks on ``threads`` threads.
 
     When more than one, every BLAS library is on one thread for the block, under
     :data:`LOCK`, and Numba's pool (``pool``) runs at most that many in this thread.
-    Called once per epoch, so it touches only what it must: a few microseconds.
+    Entered once per epoch, so it touches only what it must (a class, not a
+    generator: a few microseconds less).
     """
-    threads = chunk_threads(n_chunks, pool)
-    if threads <= 1:
-        yield 1
-        return
-    available = numba.get_num_threads()
-    with LOCK:
-        before = None if getattr(_local, "blas_single", False) else _set_blas(1)  # else fit_scope set them
-        try:
-            if pool and threads < available:
-                numba.set_num_threads(threads)
-            yield threads
-        finally:
-            if pool and threads < available:
-                numba.set_num_threads(available)
-            if before is not None:
-                _restore_blas(before, 1)
+
+    __slots__ = ("threads", "pool", "_available", "_before")
+
+    def __init__(self, threads: int, pool: bool = False):
+        self.threads, self.pool = threads, pool
+
+    def __enter__(self) -> int:
+        if self.threads > 1:
+            LOCK.acquire()
+            try:
+                self._before = None if getattr(_local, "blas_single", False) else _set_blas(1)  # else fit_scope did
+                self._available = _numba_threads() if self.pool else 0
+                if self.threads < self._available:
+                    numba.set_num_threads(self.threads)
+            except BaseException:
+                LOCK.release()
+                raise
+        return self.threads
+
+    def __exit__(self, *exc_info):
+        if self.threads > 1:
+            try:
+                if self.threads < self._available:
+                    numba.set_num_threads(self._available)
+                if self._before is not None:
+                    _restore_blas(self._before, 1)
+            finally:
+                LOCK.release()
 
 
 class _Helper:

@@ -16,6 +16,17 @@ from .step import AdamHyper, SGDHyper
 LEARNING_RATE_SCHEDULES = ("constant", "invscaling", "adaptive")
 
 
+def _remembered(optimizer, bundle, dtype, *scalars):
+    """``bundle(*scalars)``, the floats cast to ``dtype`` (bools kept), remembered on ``optimizer`` for the next
+    epoch: the casts cost microseconds per epoch, and the scalars rarely change."""
+    key = (dtype, scalars)
+    last = getattr(optimizer, "_hyper", None)
+    if last is None or last[0] != key:
+        cast = np.dtype(dtype).type
+        last = optimizer._hyper = key, bundle(*(v if isinstance(v, bool) else cast(v) for v in scalars))
+    return last[1]
+
+
 class SGDOptimizer:
     """Stochastic gradient descent with momentum, as scikit-learn defines it.
 
@@ -44,8 +55,7 @@ class SGDOptimizer:
 
     def hyper(self, dtype) -> SGDHyper:
         """The step's scalars for the epoch kernel, in the parameters' dtype (so float32 stays float32)."""
-        cast = np.dtype(dtype).type
-        return SGDHyper(cast(self.learning_rate), cast(self.momentum), self.nesterov)
+        return _remembered(self, SGDHyper, dtype, self.learning_rate, self.momentum, self.nesterov)
 
     def iteration_ends(self, time_step: int) -> None:
         if self.lr_schedule == "invscaling":
@@ -99,8 +109,7 @@ class AdamOptimizer:
 
     def hyper(self, dtype) -> AdamHyper:
         """The step's scalars for the epoch kernel, in the parameters' dtype; the rate is bias-corrected per step."""
-        cast = np.dtype(dtype).type
-        return AdamHyper(cast(self.learning_rate), cast(self.beta_1), cast(self.beta_2), cast(self.epsilon))
+        return _remembered(self, AdamHyper, dtype, self.learning_rate, self.beta_1, self.beta_2, self.epsilon)
 
     def iteration_ends(self, time_step: int) -> None:
         """Adam's step size needs no per-epoch change."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._config import EPOCH_ABORTED, EPOCH_BAD_ORDER, EPOCH_DIVERGED
-from ._threads import chunked, epoch_on_pool, pool_failed, run_workers
+from ._threads import chunked, epoch_threads, pool_failed, run_workers, workers
 from .halves import halves_epoch_for
 from .step import Batch, Penalty, Rows, _pool_epoch, epoch_for
 
@@ -88,7 +88,7 @@ class Trainer:
         """``(loss sum, t, status)`` of one epoch, on unit halves or on row chunks, on as many threads as allowed.
 
         Chunks run as one ``prange`` call on Numba's pool where it can run the workers side by side
-        (:func:`fastbp._threads.epoch_on_pool`), else on :func:`fastbp._threads.run_workers`' threads; a
+        (:func:`fastbp._threads.epoch_threads`), else on :func:`fastbp._threads.run_workers`' threads; a
         pool that did not start them all at once (the roll call gave up, having touched only scratch
         space) is not used again, and the epoch runs again on those threads.
         """
@@ -103,8 +103,8 @@ class Trainer:
         sync, loss = np.zeros(5, np.int64), np.zeros(1)
         args = (loss, *inputs, net.workspace(self.batch_size), self.batch, *training)
         epoch = epoch_for(*kind, self._parts > 1)
-        pool = epoch_on_pool(self._parts)
-        with chunked(self._parts, pool) as threads:
+        threads, pool = epoch_threads(self._parts)
+        with workers(threads, pool):
             if pool:
                 _pool_epoch(self._native_address(epoch, threads, sync, args), threads, sync, *args)
             else:

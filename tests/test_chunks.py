@@ -173,7 +173,7 @@ def test_a_pool_that_gave_up_gives_way_to_helper_threads(monkeypatch):
     """After a roll call gave up, the epoch runs again on run_workers' threads, and so does every later one."""
     want = _fit("adam", n_threads=1)
     monkeypatch.setattr(_threads, "_pool_unusable", False)
-    monkeypatch.setattr(trainer_module, "epoch_on_pool", lambda n_chunks: not _threads._pool_unusable)
+    monkeypatch.setattr(_threads, "_side_by_side", True)
     pool_epoch, pooled, helped = trainer_module._pool_epoch, [], []
     run_workers = _threads.run_workers
 
