@@ -1,4 +1,5 @@
-"""Operations of the nopython core written straight as LLVM IR: the matrix product, the block view, the barrier.
+"""Operations of the nopython core written straight as LLVM IR: the matrix product, the block view, the barrier,
+calls through a pointer (a compiled epoch, a bit generator's draw).
 
 :func:`gemm` is one direct call of BLAS ``sgemm`` / ``dgemm``, or of :mod:`fastbp._small_gemm`'s kernel for
 the small products where BLAS's packing of its operands would cost as much as the product.
@@ -259,6 +260,35 @@ def _call_native(typingctx, address, *args):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def _bit_generator_draw(width):
+    """The codegen of a call of a numpy bit generator's ``next_uint<width>`` (a C function of its state pointer),
+    its result as uint64."""
+    def codegen(context, builder, signature, llargs):
+        byte_pointer = ir.IntType(8).as_pointer()
+        draw = builder.inttoptr(llargs[0], ir.FunctionType(ir.IntType(width), [byte_pointer]).as_pointer())
+        value = builder.call(draw, [builder.inttoptr(llargs[1], byte_pointer)])
+        return builder.zext(value, ir.IntType(64)) if width < 64 else value
+
+    return codegen
+
+
+@intrinsic
+def next_uint32(typingctx, address, state):
+    """``next_uint32(state)`` of a numpy bit generator, as uint64: ``address`` and ``state`` are the function's
+    address and ``state_address`` from its ``ctypes`` interface, as int64."""
+    if isinstance(address, types.Integer) and isinstance(state, types.Integer):
+        return types.uint64(address, state), _bit_generator_draw(32)
+    return None
+
+
+@intrinsic
+def next_uint64(typingctx, address, state):
+    """As :func:`next_uint32`, for the bit generator's ``next_uint64``."""
+    if isinstance(address, types.Integer) and isinstance(state, types.Integer):
+        return types.uint64(address, state), _bit_generator_draw(64)
+    return None
 
 
 def _python_call_native(address, *args):

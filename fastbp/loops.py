@@ -16,6 +16,7 @@ from collections import namedtuple
 import numpy as np
 
 from ._config import ADAM, ALL_ACTIVATIONS, EXP, IDENTITY, RELU, SGD, SOFTMAX, jit_inline, specialize
+from ._intrinsics import next_uint32, next_uint64
 from .kernels import ACTIVATE, DERIVATIVE, OUTPUT_INLINE, _exp_shifted
 
 # Set in each copy (row_kernels, updates): the network's activation codes and scalar functions, the solver.
@@ -175,6 +176,36 @@ def gather(rows, order, start, r_lo, r_hi, col_lo, col_hi, x, y, sw):
         for j in range(n_out):
             y[r * n_out + j] = rows.Y[src, j]
         sw[r] = rows.sw[src]
+
+
+_ALL_32_BITS = np.uint64(0xFFFFFFFF)
+
+
+@jit_inline
+def shuffle(order, next32, next64, draws):
+    """Shuffle ``order`` in place exactly as ``numpy.random.Generator.shuffle`` does, drawing as it does.
+
+    ``next32``, ``next64`` and ``draws`` are the generator's bit generator as its C interface gives it (the
+    addresses of its ``next_uint32`` and ``next_uint64`` and its ``state_address``), so its state moves as
+    numpy's shuffle would move it.  numpy's walk: from the last index ``i`` down to 1, swap with ``j =
+    random_interval(i)``, a draw masked to the smallest all-ones mask >= ``i``, drawn again until it is at
+    most ``i`` (32-bit draws while ``i`` fits in 32 bits).
+    """
+    for i in range(order.size - 1, 0, -1):
+        top = np.uint64(i)
+        mask = top
+        for shift in (1, 2, 4, 8, 16, 32):
+            mask |= mask >> np.uint64(shift)
+        if top <= _ALL_32_BITS:
+            j = next_uint32(next32, draws) & mask
+            while j > top:
+                j = next_uint32(next32, draws) & mask
+        else:
+            j = next_uint64(next64, draws) & mask
+            while j > top:
+                j = next_uint64(next64, draws) & mask
+        k = np.int64(j)
+        order[i], order[k] = order[k], order[i]
 
 
 @jit_inline

@@ -73,7 +73,7 @@ from ._config import (
 )
 from ._intrinsics import block as _block
 from ._intrinsics import call_native, gemm, meet, roll_call
-from .loops import all_finite, back_up, gather, order_is_valid, row_kernels, updates
+from .loops import all_finite, back_up, gather, order_is_valid, row_kernels, shuffle, updates
 
 Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
 Workspace = namedtuple("Workspace", "acts deltas act_off grads chunk_loss chunk_weight chunk_finite seg_norm")
@@ -82,6 +82,10 @@ Batch = namedtuple("Batch", "x y sw")
 SGDHyper = namedtuple("SGDHyper", "lr momentum nesterov")
 AdamHyper = namedtuple("AdamHyper", "lr beta_1 beta_2 epsilon")
 Penalty = namedtuple("Penalty", "alpha loss_scale")
+# The epochs of one call (see _train_epoch): a bit generator's C interface as int64 (draws, its next_uint32 and
+# next_uint64, and its state; 0: no shuffle), then the stopping rule's scalars.  Flat: Numba's parallel lowering
+# cannot pass a tuple nested in a heterogeneous one.
+Plan = namedtuple("Plan", "epochs next32 next64 draws tol patience best stale")
 
 
 def objective(data_loss, squared_norm, weight, alpha, loss_scale):
@@ -204,12 +208,12 @@ def _chunk_totals(chunk_loss, chunk_weight, chunk_finite, n_chunks):
     return loss, weight, finite and abs(loss) < np.inf
 
 
-def _train_epoch(worker, n_workers, sync, loss, rows, order, batch_size, layout, ws, batch, params, state, backup,
-                 hyper, penalty, t):
-    """Worker ``worker``'s share of one epoch of minibatch training over the rows ``order`` of ``rows``.
+def _train_epoch(worker, n_workers, sync, losses, rows, order, batch_size, layout, ws, batch, params, state, backup,
+                 hyper, penalty, t, plan):
+    """Worker ``worker``'s share of up to ``plan.epochs`` epochs of minibatch training over rows ``order`` of ``rows``.
 
     ``n_workers`` threads run this side by side, each with its own ``worker`` in
-    ``[0, n_workers)`` and the same ``sync``, an int64 array of five zeros
+    ``[0, n_workers)`` and the same ``sync``, an int64 array of six zeros
     (:func:`fastbp._intrinsics.meet`), or one thread runs it alone (``n_workers ==
     1``).  A worker ``w`` started by a thread pool (:func:`_pool_epoch`) is passed
     as ``-1 - w`` and first answers a roll call
@@ -220,14 +224,20 @@ def _train_epoch(worker, n_workers, sync, loss, rows, order, batch_size, layout,
     parameters.  What is computed depends on the chunk count only, never on
     ``n_workers``: one thread or several give bitwise the same result.
 
-    First worker 0 copies ``params`` and ``state`` into ``backup`` (its rows) for
-    the caller to restore on divergence.  Worker 0 leaves its results in
-    ``loss[0]`` (the sum over batches of batch_loss * batch_rows), ``sync[3]``
-    (``t``, which counts optimizer steps: Adam's bias correction) and ``sync[4]``,
-    the status: ``EPOCH_DONE``; ``EPOCH_DIVERGED`` at the first batch whose loss is
-    not finite (before its update), or when the state is not finite after the
-    last update (only the next forward would see it; worker 0 checks);
-    ``EPOCH_BAD_ORDER``, before anything is touched, when ``order`` indexes
+    Each epoch (:class:`Plan`): with ``plan.draws`` set, worker 0 first shuffles ``order`` in place as
+    ``Generator.shuffle`` would (:func:`fastbp.loops.shuffle`; a barrier before anyone reads it), then copies
+    ``params`` and ``state`` into ``backup`` (its rows) for the caller to restore on divergence.  After each
+    epoch every worker applies scikit-learn's stopping rule to the epoch's loss (the mean of the batch losses
+    by rows), from ``plan.best`` and ``plan.stale`` (the best loss and the epochs without an improvement of
+    ``plan.tol``): more than ``plan.patience`` such epochs end the run, as they end scikit-learn's loop.  The
+    caller repeats the rule's bookkeeping from ``losses``.
+
+    Worker 0 leaves its results in ``losses[e]`` (epoch ``e``'s loss), ``sync[5]``
+    (the epochs completed), ``sync[3]`` (``t`` after the last of them, which counts optimizer
+    steps: Adam's bias correction) and ``sync[4]``, the status: ``EPOCH_DONE``; ``EPOCH_DIVERGED``
+    at the first batch whose loss is not finite (before its update), or when the
+    state is not finite after an epoch's last update (only the next forward would
+    see it); ``EPOCH_BAD_ORDER``, before anything is touched, when ``order`` indexes
     outside ``rows``; or ``EPOCH_ABORTED`` when a barrier saw ``sync[1]`` set
     (another worker failed to start, or the roll call found the pool's workers
     not all running at once: only scratch space was touched then).
@@ -243,57 +253,78 @@ def _train_epoch(worker, n_workers, sync, loss, rows, order, batch_size, layout,
         status = EPOCH_BAD_ORDER
     elif _CHUNKED and worker < 0 and not roll_call(sync, n_workers):
         status = EPOCH_ABORTED
-    if status == EPOCH_DONE and w == 0:
-        back_up(params, state, backup)
     dtype = params.dtype.type
     n_in = layout.sizes[0]
     backward = n_rows > 0  # True, but not a compile-time literal: one compiled chunk pass serves every caller
-    total = 0.0
     arrivals = 0  # barriers this worker has reached
-    for start in range(0, n_rows if status == EPOCH_DONE else 0, batch_size):
-        nb = batch_size if batch_size < n_rows - start else n_rows - start  # not min(): a compiled function
-        # one chunk: np.int64(1), not a literal 1, so that the chunk pass has the signature predict calls it with
-        k = (ws.acts.shape[0] if ws.acts.shape[0] < nb else nb) if _CHUNKED else np.int64(1)
-        for chunk in range(k * w // n_workers, k * (w + 1) // n_workers):
-            gather(rows, order, start, nb * chunk // k, nb * (chunk + 1) // k, 0, n_in, batch.x, batch.y, batch.sw)
-            _chunk_pass(chunk, k, nb, backward, batch, layout, ws, params)
-        if _CHUNKED:  # (one chunk runs on one worker: nothing to meet)
-            arrivals += 1
-            if not meet(sync, n_workers, arrivals):
-                status = EPOCH_ABORTED
+    best, stale, completed, t_done = plan.best, plan.stale, 0, t
+    for _ in range(plan.epochs if status == EPOCH_DONE else 0):
+        if plan.draws != 0:
+            if w == 0:
+                shuffle(order, plan.next32, plan.next64, plan.draws)
+            if _CHUNKED:
+                arrivals += 1
+                if not meet(sync, n_workers, arrivals):
+                    status = EPOCH_ABORTED
+                    break
+        if w == 0:
+            back_up(params, state, backup)
+        total = 0.0
+        for start in range(0, n_rows, batch_size):
+            nb = batch_size if batch_size < n_rows - start else n_rows - start  # not min(): a compiled function
+            # one chunk: np.int64(1), not a literal 1, so that the chunk pass has the signature predict calls it with
+            k = (ws.acts.shape[0] if ws.acts.shape[0] < nb else nb) if _CHUNKED else np.int64(1)
+            for chunk in range(k * w // n_workers, k * (w + 1) // n_workers):
+                gather(rows, order, start, nb * chunk // k, nb * (chunk + 1) // k, 0, n_in, batch.x, batch.y, batch.sw)
+                _chunk_pass(chunk, k, nb, backward, batch, layout, ws, params)
+            if _CHUNKED:  # (one chunk runs on one worker: nothing to meet)
+                arrivals += 1
+                if not meet(sync, n_workers, arrivals):
+                    status = EPOCH_ABORTED
+                    break
+            data_loss, weight, finite = _chunk_totals(ws.chunk_loss, ws.chunk_weight, ws.chunk_finite, k)
+            learns = weight > 0.0  # else every row weighs 0: nothing to learn, and 1 / weight would be infinite
+            if learns and not finite:
+                status = EPOCH_DIVERGED
                 break
-        data_loss, weight, finite = _chunk_totals(ws.chunk_loss, ws.chunk_weight, ws.chunk_finite, k)
-        learns = weight > 0.0  # else every row weighs 0: nothing to learn, and 1 / weight would be infinite
-        if learns and not finite:
+            if learns:
+                t += 1
+                scale = dtype(1.0 / weight)
+                for s in range(k * w // n_workers, k * (w + 1) // n_workers):  # one segment per chunk
+                    _step_segment(s, k, params, ws.grads, state, layout.n_coef, scale, hyper, t, penalty.alpha,
+                                  ws.seg_norm)
+            if _CHUNKED:
+                arrivals += 1
+                if not meet(sync, n_workers, arrivals):
+                    status = EPOCH_ABORTED
+                    break
+            if learns:
+                norm = 0.0
+                for s in range(k):
+                    norm += ws.seg_norm[s]
+                total += _objective(data_loss, norm, weight, penalty.alpha, penalty.loss_scale) * nb
+        if status == EPOCH_DONE and not all_finite(params, state):  # every worker: all of them stop alike
             status = EPOCH_DIVERGED
+        if status != EPOCH_DONE:
             break
-        if learns:
-            t += 1
-            scale = dtype(1.0 / weight)
-            for s in range(k * w // n_workers, k * (w + 1) // n_workers):  # one segment per chunk
-                _step_segment(s, k, params, ws.grads, state, layout.n_coef, scale, hyper, t, penalty.alpha,
-                              ws.seg_norm)
-        if _CHUNKED:
-            arrivals += 1
-            if not meet(sync, n_workers, arrivals):
-                status = EPOCH_ABORTED
-                break
-        if learns:
-            norm = 0.0
-            for s in range(k):
-                norm += ws.seg_norm[s]
-            total += _objective(data_loss, norm, weight, penalty.alpha, penalty.loss_scale) * nb
+        loss = total / n_rows
+        if w == 0:
+            losses[completed] = loss
+        completed += 1
+        t_done = t
+        stale = stale + 1 if loss > best - plan.tol else 0  # run_epochs' rule, without early stopping
+        best = loss if loss < best else best
+        if stale > plan.patience:
+            break
     if w == 0:
-        if status == EPOCH_DONE and not all_finite(params, state):
-            status = EPOCH_DIVERGED
-        loss[0] = total
-        sync[3] = t
+        sync[3] = t_done
         sync[4] = status
+        sync[5] = completed
 
 
 @functools.partial(jit_parallel, nrt=False)
-def _pool_epoch(address, n_workers, sync, loss, rows, order, batch_size, layout, ws, batch, params, state, backup,
-                hyper, penalty, t):
+def _pool_epoch(address, n_workers, sync, losses, rows, order, batch_size, layout, ws, batch, params, state, backup,
+                hyper, penalty, t, plan):
     """Every worker of a chunked epoch, as the iterations of a ``prange`` loop on Numba's thread pool.
 
     ``address`` is the native entry point of the compiled chunked :func:`_train_epoch` for these
@@ -304,8 +335,8 @@ def _pool_epoch(address, n_workers, sync, loss, rows, order, batch_size, layout,
     turn under the GIL.
     """
     for w in prange(n_workers):
-        call_native(address, np.int64(-1 - w), n_workers, sync, loss, rows, order, batch_size, layout, ws, batch,
-                    params, state, backup, hyper, penalty, t)
+        call_native(address, np.int64(-1 - w), n_workers, sync, losses, rows, order, batch_size, layout, ws, batch,
+                    params, state, backup, hyper, penalty, t, plan)
 
 
 def _loss_gradient(batch, layout, ws, params, penalty):

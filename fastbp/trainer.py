@@ -1,23 +1,29 @@
 """The thin Python trainer: epochs, shuffling, convergence, early stopping, callbacks.
 
-Policy lives here, arithmetic in nopython: each epoch is one call of
-:func:`fastbp.step._train_epoch` (compiled per kind of network and optimizer by
-``epoch_for``), which gathers every minibatch, runs forward,
-the output delta, backward and the optimizer update with no allocation per
-step.  Python shuffles the row indices (never the data) with the caller's
-``numpy.random.Generator`` and does the per-epoch bookkeeping, with
-scikit-learn's meanings for ``tol``, ``n_iter_no_change`` and early stopping.
+Policy lives here, arithmetic in nopython: each epoch, or a run of epochs, is
+one call of :func:`fastbp.step._train_epoch` (compiled per kind of network and
+optimizer by ``epoch_for``), which gathers every minibatch, runs forward, the
+output delta, backward and the optimizer update with no allocation per step.
+The row indices (never the data) are shuffled with the caller's
+``numpy.random.Generator``, by Python or, in a run, by the compiled epochs
+drawing from it as its ``shuffle`` would; Python does the per-epoch bookkeeping,
+with scikit-learn's meanings for ``tol``, ``n_iter_no_change`` and early stopping.
 """
 
+import ctypes
 import time
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-from ._config import EPOCH_ABORTED, EPOCH_BAD_ORDER, EPOCH_DIVERGED
+from ._config import EPOCH_ABORTED, EPOCH_BAD_ORDER, EPOCH_DIVERGED, EPOCH_DONE
 from ._threads import chunked, epoch_threads, pool_failed, run_workers, workers
 from .halves import halves_epoch_for
-from .step import Batch, Penalty, Rows, _pool_epoch, epoch_for
+from .step import Batch, Penalty, Plan, Rows, _pool_epoch, epoch_for
+
+ONE_EPOCH = Plan(1, 0, 0, 0, 0.0, 0.0, float("inf"), 0)  # Trainer.epoch: no shuffle, no stopping rule
+_PLAN_TYPES = (int, int, int, int, float, float, float, int)  # n_iter_no_change may be inf: a float
 
 
 class TrainingDivergedError(FloatingPointError, ValueError):
@@ -63,34 +69,57 @@ class Trainer:
         Raises :class:`TrainingDivergedError` if a batch loss is not finite, after
         restoring the parameters and optimizer state of the start of the epoch.
         """
+        losses, error = self.epochs(X, Y, sample_weight, order, ONE_EPOCH)
+        if error is not None:
+            raise error
+        return losses[0]
+
+    @property
+    def runs_several_epochs(self) -> bool:
+        """Whether :meth:`epochs` may run more than one epoch per call (not for unit halves)."""
+        return not self._halves
+
+    def epochs(self, X, Y, sample_weight, order, plan):
+        """Up to ``plan.epochs`` passes over the rows ``order`` in one call (:class:`fastbp.step.Plan`: shuffling
+        ``order`` before each, stopping by scikit-learn's rule: see :func:`fastbp.step._train_epoch`).
+
+        Returns ``(losses, error)``: each completed epoch's loss, and None or the
+        :class:`TrainingDivergedError` that ended the run, raised by the caller after
+        its bookkeeping of the completed epochs (the parameters and optimizer state
+        are those of the start of the epoch that diverged).
+        """
         net, opt = self.network, self.optimizer
         _check_epoch_inputs(net, X, Y, sample_weight, order)
+        plan = Plan._make(kind(value) for kind, value in zip(_PLAN_TYPES, plan))  # one compiled signature
+        if plan.epochs > 1 and not self.runs_several_epochs:
+            raise ValueError("unit halves run one epoch per call")
         if self._rows_of is not X:  # convert a sparse matrix's indices once per fit, not per epoch
             self._rows_of, self._rows = X, _rows(X, Y, sample_weight, net.dtype)
         rows = self._rows
         if rows.Y is not Y or rows.sw is not sample_weight:
             rows = self._rows = rows._replace(Y=Y, sw=sample_weight)
-        total, t, status = self._run(rows, order)
+        losses, t, status = self._run(rows, order, plan)
         if status == EPOCH_ABORTED:  # run_workers raises a worker's error first, and _run retries a pool's: a bug
             raise RuntimeError("an epoch's workers stopped without an error")
         if status == EPOCH_BAD_ORDER:
             raise ValueError(f"order must be a non-empty 1-D array of row indices in [0, {sample_weight.size})")
+        opt.t = t
         if status == EPOCH_DIVERGED:
             np.copyto(net.params, self._backup[0])
-            np.copyto(opt.state, self._backup[1:])  # and opt.t keeps its value from the start of the epoch
-            raise TrainingDivergedError(
+            np.copyto(opt.state, self._backup[1:])
+            return losses, TrainingDivergedError(
                 "training diverged: the loss became NaN or infinite, so the weights were restored to their "
                 f"last finite values; lower learning_rate_init (now {opt.learning_rate:g}) or scale the inputs")
-        opt.t = t
-        return total / order.size
+        return losses, None
 
-    def _run(self, rows, order):
-        """``(loss sum, t, status)`` of one epoch, on unit halves or on row chunks, on as many threads as allowed.
+    def _run(self, rows, order, plan):
+        """``(losses, t, status)`` of ``plan``'s epochs, on unit halves or on row chunks, on as many threads as
+        allowed; ``t`` as of the last completed epoch.
 
         Chunks run as one ``prange`` call on Numba's pool where it can run the workers side by side
         (:func:`fastbp._threads.epoch_threads`), else on :func:`fastbp._threads.run_workers`' threads; a
         pool that did not start them all at once (the roll call gave up, having touched only scratch
-        space) is not used again, and the epoch runs again on those threads.
+        space) is not used again, and the epochs run again on those threads.
         """
         net, opt = self.network, self.optimizer
         kind = (net.hidden_code, net.out_code, opt.solver)
@@ -98,10 +127,12 @@ class Trainer:
         training = (net.params, opt.state, self._backup, opt.hyper(net.dtype), self.penalty, opt.t)
         if self._halves:
             with chunked(self._parts) as threads:
-                return run_workers(halves_epoch_for(*kind), threads,
-                                   (*inputs, net.halves(self.batch_size, opt.state.shape[0]), *training))
-        sync, loss = np.zeros(5, np.int64), np.zeros(1)
-        args = (loss, *inputs, net.workspace(self.batch_size), self.batch, *training)
+                total, t, status = run_workers(halves_epoch_for(*kind), threads,
+                                               (*inputs, net.halves(self.batch_size, opt.state.shape[0]), *training))
+            done = status == EPOCH_DONE
+            return ([total / order.size] if done else []), (t if done else opt.t), status
+        sync, losses = np.zeros(6, np.int64), np.empty(plan.epochs)
+        args = (losses, *inputs, net.workspace(self.batch_size), self.batch, *training, plan)
         epoch = epoch_for(*kind, self._parts > 1)
         threads, pool = epoch_threads(self._parts)
         with workers(threads, pool):
@@ -111,8 +142,8 @@ class Trainer:
                 run_workers(epoch, threads, args, sync)
         if pool and sync[4] == EPOCH_ABORTED:
             pool_failed()
-            return self._run(rows, order)
-        return loss[0], int(sync[3]), int(sync[4])
+            return self._run(rows, order, plan)
+        return list(losses[:sync[5]]), int(sync[3]), int(sync[4])
 
     def _native_address(self, epoch, n_workers, sync, args):
         """The native entry point of ``epoch`` for ``(worker, n_workers, sync, *args)`` (:func:`native_address`).
@@ -172,56 +203,113 @@ def run_epochs(state, trainer, X, Y, sample_weight, *, settings, max_iter, incre
     stopping.  Each callback gets an :class:`EpochInfo` and stops training by
     returning True.  Returns whether training stopped before ``max_iter`` epochs
     (converged, plateaued or stopped by a callback).
+
+    With no callbacks, no output, no early stopping and a constant learning rate, runs of epochs go in one
+    call of about :data:`CALL_SECONDS` (:meth:`Trainer.epochs`): the compiled epochs shuffle as the
+    generator's ``shuffle`` would and apply the stopping rule below, so the weights, the curves and the
+    generator's state are bitwise those of one call per epoch, without tens of microseconds of Python and
+    dispatch per epoch (a tenth of a small epoch).  A Ctrl-C waits for the call to return, and
+    the epochs of that call are then in the weights but not in the counts and curves (one epoch's worth, as
+    a Ctrl-C just after a single epoch's call).
     """
-    net, opt = trainer.network, trainer.optimizer
     order = np.arange(X.shape[0], dtype=np.int64)
     verbose = bool(settings.verbose) and report is not None
     tol, early_stopping = settings.tol, settings.early_stopping
-    for _ in range(max_iter):
-        if settings.shuffle:
-            state._rng.shuffle(order)
+    draws = None  # the generator's C interface, when whole runs of epochs go in one call (see _several_epochs)
+    if not (callbacks or verbose or early_stopping or incremental) and _several_epochs(trainer):
+        draws = _draws(state._rng) if settings.shuffle else (0, 0, 0)
+    per_call, done = 1, 0
+    while done < max_iter:
         started = time.perf_counter()
-        state.loss_ = trainer.epoch(X, Y, sample_weight, order)
-        seconds = time.perf_counter() - started
-        state.n_iter_ += 1
-        state.t_ += X.shape[0]
-        state.loss_curve_.append(state.loss_)
-        if verbose:
-            report("Iteration %d, loss = %.8f" % (state.n_iter_, state.loss_))
-        score = val_loss = None
-        if early_stopping:
-            score, val_loss = validate()
-            state.validation_scores_.append(score)
-            state.validation_loss_curve_.append(val_loss)
-            if verbose:
-                report("Validation score: %f" % score)
-            if score < state.best_validation_score_ + tol:
-                state._no_improvement_count += 1
-            else:
-                state._no_improvement_count = 0
-            if score > state.best_validation_score_:
-                state.best_validation_score_ = score
-                np.copyto(state._best_params, net.params)
+        if draws is None:
+            if settings.shuffle:
+                state._rng.shuffle(order)
+            losses, error = trainer.epochs(X, Y, sample_weight, order, ONE_EPOCH)
         else:
-            if state.loss_ > state.best_loss_ - tol:
-                state._no_improvement_count += 1
-            else:
-                state._no_improvement_count = 0
-            state.best_loss_ = min(state.best_loss_, state.loss_)
-        opt.iteration_ends(state.t_)
-        info = EpochInfo(state.n_iter_, state.loss_, opt.learning_rate, seconds, score, val_loss)
-        stop = any([bool(callback(info)) for callback in callbacks])  # every callback sees every epoch
-        if state._no_improvement_count > settings.n_iter_no_change:
-            what = "Validation score" if early_stopping else "Training loss"
-            msg = f"{what} did not improve more than tol={tol:f} for {settings.n_iter_no_change} consecutive epochs."
-            if opt.trigger_stopping(msg, verbose, report or print):
+            plan = Plan(min(per_call, max_iter - done), *draws, tol, settings.n_iter_no_change,
+                        state.best_loss_, state._no_improvement_count)
+            with state._rng.bit_generator.lock:  # as numpy's own shuffle holds it
+                losses, error = trainer.epochs(X, Y, sample_weight, order, plan)
+        seconds = (time.perf_counter() - started) / max(len(losses), 1)
+        if draws is not None and losses:  # calls of about CALL_SECONDS: Ctrl-C waits at most that long
+            per_call = max(1, int(CALL_SECONDS / max(seconds, 1e-9)))
+        for loss in losses:
+            done += 1
+            if _epoch_ends(state, trainer, X.shape[0], loss, seconds, settings, validate, callbacks, verbose, report):
                 return True
-            state._no_improvement_count = 0
-        if stop:
-            return True
-        if incremental:
-            return False
+            if incremental:
+                return False
+        if error is not None:
+            raise error
     return False
+
+
+CALL_SECONDS = 0.05  # how long one call of several epochs may run (run_epochs)
+
+
+def _several_epochs(trainer) -> bool:
+    """Whether runs of epochs may go in one call: the compiled epoch applies only the stopping rule of a constant
+    learning rate (SGD's ``invscaling`` and ``adaptive`` change it between epochs), and not to unit halves."""
+    return trainer.runs_several_epochs and getattr(trainer.optimizer, "lr_schedule", "constant") == "constant"
+
+
+def _draws(rng):
+    """``rng``'s bit generator as the compiled shuffle draws from it (:class:`fastbp.step.Plan`'s ``next32``,
+    ``next64``, ``draws``), or None without
+    the JIT or for a bit generator with no C interface (then run_epochs shuffles and calls once per epoch)."""
+    if numba.config.DISABLE_JIT:
+        return None
+    try:
+        interface = rng.bit_generator.ctypes
+        pointers = [ctypes.cast(f, ctypes.c_void_p).value for f in (interface.next_uint32, interface.next_uint64)]
+        state = int(interface.state_address)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if not (all(pointers) and state):
+        return None
+    return int(pointers[0]), int(pointers[1]), state
+
+
+def _epoch_ends(state, trainer, n_rows, loss, seconds, settings, validate, callbacks, verbose, report) -> bool:
+    """scikit-learn's bookkeeping after an epoch of loss ``loss``; returns whether training stops here."""
+    net, opt = trainer.network, trainer.optimizer
+    tol, early_stopping = settings.tol, settings.early_stopping
+    state.loss_ = loss
+    state.n_iter_ += 1
+    state.t_ += n_rows
+    state.loss_curve_.append(state.loss_)
+    if verbose:
+        report("Iteration %d, loss = %.8f" % (state.n_iter_, state.loss_))
+    score = val_loss = None
+    if early_stopping:
+        score, val_loss = validate()
+        state.validation_scores_.append(score)
+        state.validation_loss_curve_.append(val_loss)
+        if verbose:
+            report("Validation score: %f" % score)
+        if score < state.best_validation_score_ + tol:
+            state._no_improvement_count += 1
+        else:
+            state._no_improvement_count = 0
+        if score > state.best_validation_score_:
+            state.best_validation_score_ = score
+            np.copyto(state._best_params, net.params)
+    else:  # (the compiled epochs apply the same rule: fastbp.step._train_epoch)
+        if state.loss_ > state.best_loss_ - tol:
+            state._no_improvement_count += 1
+        else:
+            state._no_improvement_count = 0
+        state.best_loss_ = min(state.best_loss_, state.loss_)
+    opt.iteration_ends(state.t_)
+    info = EpochInfo(state.n_iter_, state.loss_, opt.learning_rate, seconds, score, val_loss)
+    stop = any([bool(callback(info)) for callback in callbacks])  # every callback sees every epoch
+    if state._no_improvement_count > settings.n_iter_no_change:
+        what = "Validation score" if early_stopping else "Training loss"
+        msg = f"{what} did not improve more than tol={tol:f} for {settings.n_iter_no_change} consecutive epochs."
+        if opt.trigger_stopping(msg, verbose, report or print):
+            return True
+        state._no_improvement_count = 0
+    return stop
 
 
 def _rows(X, Y, sample_weight, dtype) -> Rows:

@@ -134,7 +134,7 @@ def _stochastic_args(model, batch):
     rows = trainer_module._rows(X, Y, np.ones(X.shape[0], net.dtype), net.dtype)
     order = np.arange(X.shape[0], dtype=np.int64)
     return (np.zeros(1), rows, order, batch, net.layout, net.workspace(batch), trainer.batch, net.params, opt.state,
-            trainer._backup, opt.hyper(net.dtype), trainer.penalty, opt.t)
+            trainer._backup, opt.hyper(net.dtype), trainer.penalty, opt.t, trainer_module.ONE_EPOCH)
 
 
 @pytest.mark.skipif(NO_JIT, reason="without the JIT nothing runs on the pool")
@@ -153,7 +153,7 @@ def test_pool_workers_run_one_after_another_give_up_without_touching_the_weights
     for threads, status in ((1, EPOCH_ABORTED), (2, EPOCH_DONE)):
         if threads > numba.get_num_threads():
             continue
-        sync = np.zeros(5, np.int64)
+        sync = np.zeros(6, np.int64)
         address = trainer_module.native_address(epoch, (-1, 2, sync, *args))
         available = numba.get_num_threads()
         numba.set_num_threads(threads)
@@ -174,6 +174,7 @@ def test_a_pool_that_gave_up_gives_way_to_helper_threads(monkeypatch):
     want = _fit("adam", n_threads=1)
     monkeypatch.setattr(_threads, "_pool_unusable", False)
     monkeypatch.setattr(_threads, "_side_by_side", True)
+    monkeypatch.setattr(trainer_module, "CALL_SECONDS", 0.0)  # one epoch per call: one helper call per epoch
     pool_epoch, pooled, helped = trainer_module._pool_epoch, [], []
     run_workers = _threads.run_workers
 
