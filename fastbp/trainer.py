@@ -83,10 +83,11 @@ class Trainer:
         """Up to ``plan.epochs`` passes over the rows ``order`` in one call (:class:`fastbp.step.Plan`: shuffling
         ``order`` before each, stopping by scikit-learn's rule: see :func:`fastbp.step._train_epoch`).
 
-        Returns ``(losses, error)``: each completed epoch's loss, and None or the
-        :class:`TrainingDivergedError` that ended the run, raised by the caller after
-        its bookkeeping of the completed epochs (the parameters and optimizer state
-        are those of the start of the epoch that diverged).
+        Returns ``(losses, error)``: each completed epoch's loss, and None or what ended the run, for the
+        caller to raise after its bookkeeping of the completed epochs: a :class:`TrainingDivergedError`
+        (the parameters and optimizer state are those of the start of the epoch that diverged), or the
+        ``KeyboardInterrupt`` of a Ctrl-C, which Python answers only once the compiled call has returned
+        and which must not lose the epochs that call completed.
         """
         net, opt = self.network, self.optimizer
         _check_epoch_inputs(net, X, Y, sample_weight, order)
@@ -98,8 +99,9 @@ class Trainer:
         rows = self._rows
         if rows.Y is not Y or rows.sw is not sample_weight:
             rows = self._rows = rows._replace(Y=Y, sw=sample_weight)
-        losses, t, status = self._run(rows, order, plan)
-        if status == EPOCH_ABORTED:  # run_workers raises a worker's error first, and _run retries a pool's: a bug
+        losses, t, status, interrupt = self._run(rows, order, plan)
+        # run_workers raises a worker's error first, and _run retries a pool's: a bug
+        if status == EPOCH_ABORTED and interrupt is None:
             raise RuntimeError("an epoch's workers stopped without an error")
         if status == EPOCH_BAD_ORDER:
             raise ValueError(f"order must be a non-empty 1-D array of row indices in [0, {sample_weight.size})")
@@ -107,14 +109,18 @@ class Trainer:
         if status == EPOCH_DIVERGED:
             np.copyto(net.params, self._backup[0])
             np.copyto(opt.state, self._backup[1:])
+        if interrupt is not None:
+            return losses, interrupt
+        if status == EPOCH_DIVERGED:
             return losses, TrainingDivergedError(
                 "training diverged: the loss became NaN or infinite, so the weights were restored to their "
                 f"last finite values; lower learning_rate_init (now {opt.learning_rate:g}) or scale the inputs")
         return losses, None
 
     def _run(self, rows, order, plan):
-        """``(losses, t, status)`` of ``plan``'s epochs, on unit halves or on row chunks, on as many threads as
-        allowed; ``t`` as of the last completed epoch.
+        """``(losses, t, status, interrupt)`` of ``plan``'s epochs, on unit halves or on row chunks, on as many
+        threads as allowed; ``t`` as of the last completed epoch; ``interrupt``: None, or the Ctrl-C raised
+        as the call returned (row chunks leave their results in ``sync``, so those are still known).
 
         Chunks run as one ``prange`` call on Numba's pool where it can run the workers side by side
         (:func:`fastbp._threads.epoch_threads`), else on :func:`fastbp._threads.run_workers`' threads; a
@@ -130,20 +136,25 @@ class Trainer:
                 total, t, status = run_workers(halves_epoch_for(*kind), threads,
                                                (*inputs, net.halves(self.batch_size, opt.state.shape[0]), *training))
             done = status == EPOCH_DONE
-            return ([total / order.size] if done else []), (t if done else opt.t), status
+            return ([total / order.size] if done else []), (t if done else opt.t), status, None
         sync, losses = np.zeros(6, np.int64), np.empty(plan.epochs)
+        sync[3] = opt.t  # what the results below say if a Ctrl-C comes before the epochs start: nothing done
         args = (losses, *inputs, net.workspace(self.batch_size), self.batch, *training, plan)
         epoch = epoch_for(*kind, self._parts > 1)
         threads, pool = epoch_threads(self._parts)
-        with workers(threads, pool):
-            if pool:
-                _pool_epoch(self._native_address(epoch, threads, sync, args), threads, sync, *args)
-            else:
-                run_workers(epoch, threads, args, sync)
-        if pool and sync[4] == EPOCH_ABORTED:
+        interrupt = None
+        try:
+            with workers(threads, pool):
+                if pool:
+                    _pool_epoch(self._native_address(epoch, threads, sync, args), threads, sync, *args)
+                else:
+                    run_workers(epoch, threads, args, sync)  # raises a Ctrl-C once every worker is done
+        except KeyboardInterrupt as exc:  # the compiled epochs ran to their end, or did not start
+            interrupt = exc
+        if pool and sync[4] == EPOCH_ABORTED and interrupt is None:
             pool_failed()
             return self._run(rows, order, plan)
-        return list(losses[:sync[5]]), int(sync[3]), int(sync[4])
+        return list(losses[:sync[5]]), int(sync[3]), int(sync[4]), interrupt
 
     def _native_address(self, epoch, n_workers, sync, args):
         """The native entry point of ``epoch`` for ``(worker, n_workers, sync, *args)`` (:func:`native_address`).
@@ -208,9 +219,9 @@ def run_epochs(state, trainer, X, Y, sample_weight, *, settings, max_iter, incre
     call of about :data:`CALL_SECONDS` (:meth:`Trainer.epochs`): the compiled epochs shuffle as the
     generator's ``shuffle`` would and apply the stopping rule below, so the weights, the curves and the
     generator's state are bitwise those of one call per epoch, without tens of microseconds of Python and
-    dispatch per epoch (a tenth of a small epoch).  A Ctrl-C waits for the call to return, and
-    the epochs of that call are then in the weights but not in the counts and curves (one epoch's worth, as
-    a Ctrl-C just after a single epoch's call).
+    dispatch per epoch (a tenth of a small epoch).  A Ctrl-C waits for the call to return; the epochs
+    that call completed are then counted, in the curves and checked against the stopping rule before the
+    ``KeyboardInterrupt`` is raised, so an interrupted fit's counts match its weights.
     """
     order = np.arange(X.shape[0], dtype=np.int64)
     verbose = bool(settings.verbose) and report is not None
@@ -233,14 +244,17 @@ def run_epochs(state, trainer, X, Y, sample_weight, *, settings, max_iter, incre
         seconds = (time.perf_counter() - started) / max(len(losses), 1)
         if draws is not None and losses:  # calls of about CALL_SECONDS: Ctrl-C waits at most that long
             per_call = max(1, int(CALL_SECONDS / max(seconds, 1e-9)))
+        stops = False
         for loss in losses:
             done += 1
-            if _epoch_ends(state, trainer, X.shape[0], loss, seconds, settings, validate, callbacks, verbose, report):
-                return True
-            if incremental:
-                return False
+            stops = _epoch_ends(state, trainer, X.shape[0], loss, seconds, settings, validate, callbacks, verbose,
+                                report)
+            if stops or incremental:
+                break
         if error is not None:
-            raise error
+            raise error  # a divergence, or a Ctrl-C: either after the bookkeeping of the epochs before it
+        if stops or incremental:
+            return stops
     return False
 
 

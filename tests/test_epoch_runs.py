@@ -1,5 +1,6 @@
 """Runs of epochs in one compiled call (fastbp.trainer.run_epochs, Trainer.epochs): bitwise one call per epoch."""
 
+import signal
 import warnings
 
 import numba
@@ -82,6 +83,32 @@ def test_what_needs_python_between_epochs_runs_one_epoch_per_call(monkeypatch, k
         model.set_params(callbacks=callbacks)
     _, calls, _ = _fit(False, monkeypatch, model)
     assert set(calls) == {1}
+
+
+@pytest.mark.skipif(NO_JIT or not hasattr(signal, "setitimer"), reason="runs of epochs need the JIT; POSIX timers")
+@pytest.mark.parametrize("batch_size", [50, 200])  # one row chunk; two (on Numba's pool with two cores)
+def test_a_ctrl_c_during_a_run_keeps_the_counts_with_the_weights(monkeypatch, batch_size):
+    """Python answers Ctrl-C only once the compiled run returns: its epochs are counted before the interrupt."""
+    kw = dict(hidden_layer_sizes=(8,), batch_size=batch_size, tol=0.0, n_iter_no_change=10**6, random_state=0)
+    MLPClassifier(max_iter=2, **kw).fit(X, Y_CLASS)  # compiled before the timer starts
+    monkeypatch.setattr(trainer_module, "CALL_SECONDS", 30.0)  # after a first epoch, one call of all the rest
+    previous = signal.signal(signal.SIGALRM, signal.default_int_handler)  # the alarm acts as a Ctrl-C
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.warns(UserWarning, match="interrupted by user"):
+            model = MLPClassifier(max_iter=10**6, **kw).fit(X, Y_CLASS)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert 1 < model.n_iter_ < 10**6 and len(model.loss_curve_) == model.n_iter_
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # max_iter reached
+        again = MLPClassifier(max_iter=model.n_iter_, **kw).fit(X, Y_CLASS)
+    for a, b in zip(model.coefs_ + model.intercepts_, again.coefs_ + again.intercepts_):
+        assert np.array_equal(a, b)
+    assert (model.t_, model._optimizer.t, model.loss_curve_) == (again.t_, again._optimizer.t, again.loss_curve_)
+    assert np.array_equal(model._optimizer.state, again._optimizer.state)
+    assert repr(model._rng.bit_generator.state) == repr(again._rng.bit_generator.state)
 
 
 def test_a_trainer_checks_the_plan():
