@@ -196,14 +196,10 @@ def shuffle(order, next32, next64, draws):
         mask = top
         for shift in (1, 2, 4, 8, 16, 32):
             mask |= mask >> np.uint64(shift)
-        if top <= _ALL_32_BITS:
-            j = next_uint32(next32, draws) & mask
-            while j > top:
-                j = next_uint32(next32, draws) & mask
-        else:
-            j = next_uint64(next64, draws) & mask
-            while j > top:
-                j = next_uint64(next64, draws) & mask
+        narrow = top <= _ALL_32_BITS
+        j = top + np.uint64(1)
+        while j > top:
+            j = (next_uint32(next32, draws) if narrow else next_uint64(next64, draws)) & mask
         k = np.int64(j)
         order[i], order[k] = order[k], order[i]
 

@@ -93,7 +93,8 @@ class Trainer:
         _check_epoch_inputs(net, X, Y, sample_weight, order)
         plan = Plan._make(kind(value) for kind, value in zip(_PLAN_TYPES, plan))  # one compiled signature
         if plan.epochs > 1 and not self.runs_several_epochs:
-            raise ValueError("unit halves run one epoch per call")
+            raise ValueError(f"plan.epochs is {plan.epochs}, but this trainer splits the hidden units, which runs "
+                             "one epoch per call: pass plan.epochs=1 where runs_several_epochs is False")
         if self._rows_of is not X:  # convert a sparse matrix's indices once per fit, not per epoch
             self._rows_of, self._rows = X, _rows(X, Y, sample_weight, net.dtype)
         rows = self._rows
@@ -279,9 +280,7 @@ def _draws(rng):
         state = int(interface.state_address)
     except (AttributeError, TypeError, ValueError):
         return None
-    if not (all(pointers) and state):
-        return None
-    return int(pointers[0]), int(pointers[1]), state
+    return (*pointers, state) if all(pointers) and state else None
 
 
 def _epoch_ends(state, trainer, n_rows, loss, seconds, settings, validate, callbacks, verbose, report) -> bool:
