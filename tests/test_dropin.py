@@ -408,3 +408,25 @@ def test_refit_on_a_plain_array_forgets_feature_names_and_width():
     assert not hasattr(model, "feature_names_in_") and model.n_features_in_ == 6
     with pytest.raises(ValueError, match="NaN"):
         model.fit(np.where(X > 1, np.nan, X), y)
+
+
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+def test_parameter_check_agrees_with_scikit_learns(cls):
+    # fastbp checks against constraint objects made once per class; scikit-learn's own check must agree
+    # on every parameter: each of its invalid values is refused with its message, a valid one passes.
+    from sklearn.utils._param_validation import InvalidParameterError, generate_invalid_param_val, make_constraint
+
+    for name, constraints in cls._parameter_constraints.items():
+        for constraint in constraints:
+            try:
+                bad = generate_invalid_param_val(make_constraint(constraint))
+            except NotImplementedError:  # a constraint scikit-learn generates no invalid value for
+                continue
+            model = cls(**{name: bad})
+            if any(make_constraint(c).is_satisfied_by(bad) for c in constraints):
+                model._validate_params()  # another of the parameter's constraints admits it
+                continue
+            with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of {cls.__name__}"):
+                model._validate_params()
+    cls(n_iter_no_change=np.inf, batch_size="auto", hidden_layer_sizes=np.array([3, 2]), random_state=np.int64(2),
+        validation_fraction=0.5)._validate_params()
