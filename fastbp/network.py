@@ -13,7 +13,7 @@ from ._config import ACTIVATIONS, CHUNK_ROWS, OUT_ACTIVATIONS, activation_code
 from ._threads import chunked
 from ._validation import check_matrix, check_sample_weight, check_vector
 from .kernels import loss_sum
-from .step import Batch, Layout, Penalty, Workspace, kernels_for, objective
+from .step import Batch, Layout, Penalty, Workspace, chunk_pass_address, kernels_for, objective
 
 PREDICT_CHUNK = 2048  # rows per forward chunk in predict: bounds memory at chunk * sum(widths)
 PREDICT_BYTES = 64 << 20  # and fewer rows for wide networks: predict's scratch memory stays below this
@@ -154,7 +154,9 @@ class Network:
         row_bytes = self.dtype.itemsize * int(self.sizes[1:].sum())
         rows = max(1, min(X.shape[0], PREDICT_CHUNK, PREDICT_BYTES // row_bytes))
         ws = self._new_workspace(rows, 1, 0, backward=False)
-        finite = self.kernels.predict(self.params, self.layout, X, out, ws, rows)
+        flat = X.reshape(-1)
+        pass_at = chunk_pass_address(self.kernels.chunk_pass, Batch(flat, flat, flat), self.layout, ws, self.params)
+        finite = self.kernels.predict(self.params, self.layout, X, out, ws, rows, pass_at)
         if not finite:
             raise ValueError("the network output is not finite: X holds NaN or infinity, or the weights "
                              "overflow on it; expected finite inputs and weights")
@@ -171,8 +173,9 @@ class Network:
         ws = self.workspace(X.shape[0])
         with chunked(ws.acts.shape[0], pool=True) as threads:
             kernel = self.kernels.loss_gradient_chunked if threads > 1 else self.kernels.loss_gradient
-            loss = kernel(Batch(X.reshape(-1), Y.reshape(-1), sample_weight), self.layout, ws, self.params,
-                          Penalty(float(alpha), float(loss_scale)))
+            batch = Batch(X.reshape(-1), Y.reshape(-1), sample_weight)
+            pass_at = chunk_pass_address(self.kernels.chunk_pass, batch, self.layout, ws, self.params)
+            loss = kernel(batch, self.layout, ws, self.params, Penalty(float(alpha), float(loss_scale)), pass_at)
         np.copyto(grad, ws.grads[0])
         return loss
 

@@ -56,7 +56,7 @@ import functools
 from collections import namedtuple
 
 import numpy as np
-from numba import prange
+from numba import config, prange
 
 from ._config import (
     ADAM,
@@ -106,6 +106,7 @@ _objective = jit_inner(objective, nrt=False)
 # globals as constants and prunes the branches they decide before it types anything, so each copy
 # compiles only its own network's code.
 _CHUNKED = True
+_PASS_BY_ADDRESS = not config.DISABLE_JIT  # the epochs call the chunk pass through its address (see _train_epoch)
 _out_start = _chunk_pass = _step_segment = _update_span = _step_rate = None
 _activate_rows = _derive_rows = _output_rows = None
 
@@ -209,7 +210,7 @@ def _chunk_totals(chunk_loss, chunk_weight, chunk_finite, n_chunks):
 
 
 def _train_epoch(worker, n_workers, sync, losses, rows, order, batch_size, layout, ws, batch, params, state, backup,
-                 hyper, penalty, t, plan):
+                 hyper, penalty, t, plan, pass_at):
     """Worker ``worker``'s share of up to ``plan.epochs`` epochs of minibatch training over rows ``order`` of ``rows``.
 
     ``n_workers`` threads run this side by side, each with its own ``worker`` in
@@ -245,6 +246,11 @@ def _train_epoch(worker, n_workers, sync, losses, rows, order, batch_size, layou
     Each chunk first gathers its own rows of the minibatch, so that the copy runs
     on the thread, and lands in the cache, that uses it; only those rows of a
     sparse ``rows`` are densified.
+
+    The chunk pass is called through ``pass_at``, its native entry point for these arguments' types
+    (:func:`native_address`), not linked in: linked, it was optimised and code-generated
+    again inside the epoch, about a third of a first fit's compile time.  (Without the JIT it is called
+    as the Python function it then is.)
     """
     w = worker if worker >= 0 else -1 - worker
     n_rows = order.size
@@ -276,7 +282,10 @@ def _train_epoch(worker, n_workers, sync, losses, rows, order, batch_size, layou
             k = (ws.acts.shape[0] if ws.acts.shape[0] < nb else nb) if _CHUNKED else np.int64(1)
             for chunk in range(k * w // n_workers, k * (w + 1) // n_workers):
                 gather(rows, order, start, nb * chunk // k, nb * (chunk + 1) // k, 0, n_in, batch.x, batch.y, batch.sw)
-                _chunk_pass(chunk, k, nb, backward, batch, layout, ws, params)
+                if _PASS_BY_ADDRESS:
+                    call_native(pass_at, chunk, k, nb, backward, batch, layout, ws, params)
+                else:
+                    _chunk_pass(chunk, k, nb, backward, batch, layout, ws, params)
             if _CHUNKED:  # (one chunk runs on one worker: nothing to meet)
                 arrivals += 1
                 if not meet(sync, n_workers, arrivals):
@@ -324,11 +333,11 @@ def _train_epoch(worker, n_workers, sync, losses, rows, order, batch_size, layou
 
 @functools.partial(jit_parallel, nrt=False)
 def _pool_epoch(address, n_workers, sync, losses, rows, order, batch_size, layout, ws, batch, params, state, backup,
-                hyper, penalty, t, plan):
+                hyper, penalty, t, plan, pass_at):
     """Every worker of a chunked epoch, as the iterations of a ``prange`` loop on Numba's thread pool.
 
     ``address`` is the native entry point of the compiled chunked :func:`_train_epoch` for these
-    arguments' types (:func:`fastbp.trainer.native_address`), called through it
+    arguments' types (:func:`native_address`), called through it
     (:func:`fastbp._intrinsics.call_native`), not linked into this function: linking would optimise and
     code-generate the whole epoch again here, seconds of a first fit.  One copy serves every kind of
     network; one call unboxes the arguments once, where a thread per worker would each unbox them in
@@ -336,19 +345,23 @@ def _pool_epoch(address, n_workers, sync, losses, rows, order, batch_size, layou
     """
     for w in prange(n_workers):
         call_native(address, np.int64(-1 - w), n_workers, sync, losses, rows, order, batch_size, layout, ws, batch,
-                    params, state, backup, hyper, penalty, t, plan)
+                    params, state, backup, hyper, penalty, t, plan, pass_at)
 
 
-def _loss_gradient(batch, layout, ws, params, penalty):
+def _loss_gradient(batch, layout, ws, params, penalty, pass_at):
     """Full-batch loss of the rows of ``batch``, its gradient left in ``ws.grads[0]``; NaN if not finite.
 
-    For ``gradients`` and L-BFGS: the chunks read the rows in place.
+    For ``gradients`` and L-BFGS: the chunks read the rows in place.  ``pass_at``: the chunk pass's
+    native entry point (:func:`chunk_pass_address`), as for the epochs.
     """
     n = batch.sw.size
     k = ws.acts.shape[0] if ws.acts.shape[0] < n else n
     backward = n > 0  # True, not as a literal (see _train_epoch)
     for c in prange(k):
-        _chunk_pass(np.int64(c), k, n, backward, batch, layout, ws, params)
+        if _PASS_BY_ADDRESS:
+            call_native(pass_at, np.int64(c), k, n, backward, batch, layout, ws, params)
+        else:
+            _chunk_pass(np.int64(c), k, n, backward, batch, layout, ws, params)
     data_loss, weight, finite = _chunk_totals(ws.chunk_loss, ws.chunk_weight, ws.chunk_finite, k)
     if not finite:
         return np.nan
@@ -367,10 +380,11 @@ def _loss_gradient(batch, layout, ws, params, penalty):
     return _objective(data_loss, norm, weight, penalty.alpha, penalty.loss_scale)
 
 
-def _predict(params, layout, X, out, ws, chunk):
+def _predict(params, layout, X, out, ws, chunk, pass_at):
     """Network output for every row of ``X`` into ``out``, ``chunk`` rows at a time (bounded memory).
 
     ``ws`` needs one chunk's activations for ``chunk`` rows; returns whether every value was finite.
+    ``pass_at``: the chunk pass's native entry point (:func:`chunk_pass_address`), as for the epochs.
     """
     n, n_in = X.shape
     flat = X.reshape(X.size)
@@ -381,13 +395,66 @@ def _predict(params, layout, X, out, ws, chunk):
     for start in range(0, n, chunk):
         m = chunk if chunk < n - start else n - start
         rows = Batch(flat[start * n_in:(start + m) * n_in], flat, flat)
-        _chunk_pass(np.int64(0), np.int64(1), m, backward, rows, layout, ws, params)  # int64, not literals: one callee
+        if _PASS_BY_ADDRESS:  # int64, not literals: the signature every caller uses
+            call_native(pass_at, np.int64(0), np.int64(1), m, backward, rows, layout, ws, params)
+        else:
+            _chunk_pass(np.int64(0), np.int64(1), m, backward, rows, layout, ws, params)
         finite = finite and ws.chunk_finite[0]
         result = ws.acts[0, ws.act_off[last]:ws.act_off[last] + m * n_out]
         target = out[start:start + m].reshape(m * n_out)
         for j in range(m * n_out):
             target[j] = result[j]
     return finite
+
+
+_ADDRESSES = {}  # native entry points by (dispatcher, the arguments' type key): see native_address
+_PASS_ADDRESSES = {}  # chunk passes' entry points by (dispatcher, the batch's dtypes and flags): chunk_pass_address
+
+
+def native_address(dispatcher, args) -> int:
+    """The native entry point of the compiled ``dispatcher`` (an epoch, a chunk pass) for ``args``' types.
+
+    Compiled, or loaded from the cache, if need be.  Numba's own typing of the arguments (``typeof``)
+    takes about 0.4 ms for an epoch's bundles, so it runs once per process and kind of arguments: the
+    key that finds it again is what decides an array's Numba type (dtype, dimensions, layout,
+    writeability, alignment), read off each argument.
+    """
+    key = (dispatcher, _type_key(args))
+    address = _ADDRESSES.get(key)
+    if address is None:
+        signature = tuple(dispatcher.typeof_pyval(a) for a in args)
+        if signature not in dispatcher.overloads:
+            dispatcher.compile(signature)
+        compiled = dispatcher.overloads[signature]
+        address = _ADDRESSES[key] = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
+    return address
+
+
+def _type_key(value):
+    if isinstance(value, np.ndarray):
+        flags = value.flags
+        return value.dtype.str, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned
+    if isinstance(value, tuple):
+        return type(value), *(_type_key(v) for v in value)
+    return type(value)
+
+
+def chunk_pass_address(chunk_pass, batch, layout, ws, params) -> int:
+    """The native entry point of ``chunk_pass`` as the epochs, predict and the full-batch gradient call it
+    (``call_native``) on ``batch`` (a :class:`Batch` of 1-D C-contiguous arrays); 0 without the JIT.
+
+    ``layout``, ``ws`` and ``params`` are the network's own arrays (C-contiguous, writable, aligned, of its
+    dtype), so the batch's arrays decide the types: a lookup of their dtypes and flags, a microsecond,
+    finds the address again (predict asks at every call).
+    """
+    if not _PASS_BY_ADDRESS:
+        return 0
+    key = (chunk_pass, params.dtype.str, *((a.dtype.str, a.flags.writeable, a.flags.aligned) for a in batch))
+    address = _PASS_ADDRESSES.get(key)
+    if address is None:
+        probe = (np.int64(0), np.int64(1), np.int64(1), True, batch, layout, ws, params)
+        address = _PASS_ADDRESSES[key] = native_address(chunk_pass, probe)
+    return address
 
 
 Kernels = namedtuple("Kernels", "chunk_pass loss_gradient loss_gradient_chunked predict")

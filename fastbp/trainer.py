@@ -20,7 +20,7 @@ import numpy as np
 from ._config import EPOCH_ABORTED, EPOCH_BAD_ORDER, EPOCH_DIVERGED, EPOCH_DONE
 from ._threads import chunked, epoch_threads, pool_failed, run_workers, workers
 from .halves import halves_epoch_for
-from .step import Batch, Penalty, Plan, Rows, _pool_epoch, epoch_for
+from .step import Batch, Penalty, Plan, Rows, _pool_epoch, chunk_pass_address, epoch_for, native_address
 
 ONE_EPOCH = Plan(1, 0, 0, 0, 0.0, 0.0, float("inf"), 0)  # Trainer.epoch: no shuffle, no stopping rule
 _PLAN_TYPES = (int, int, int, int, float, float, float, int)  # n_iter_no_change may be inf: a float
@@ -140,7 +140,8 @@ class Trainer:
             return ([total / order.size] if done else []), (t if done else opt.t), status, None
         sync, losses = np.zeros(6, np.int64), np.empty(plan.epochs)
         sync[3] = opt.t  # what the results below say if a Ctrl-C comes before the epochs start: nothing done
-        args = (losses, *inputs, net.workspace(self.batch_size), self.batch, *training, plan)
+        ws = net.workspace(self.batch_size)
+        args = (losses, *inputs, ws, self.batch, *training, plan, self._chunk_pass_address(ws))
         epoch = epoch_for(*kind, self._parts > 1)
         threads, pool = epoch_threads(self._parts)
         interrupt = None
@@ -157,6 +158,11 @@ class Trainer:
             return self._run(rows, order, plan)
         return list(losses[:sync[5]]), int(sync[3]), int(sync[4]), interrupt
 
+    def _chunk_pass_address(self, ws):
+        """The native entry point of this network's chunk pass as the epochs call it (0 without the JIT)."""
+        net = self.network
+        return chunk_pass_address(net.kernels.chunk_pass, self.batch, net.layout, ws, net.params)
+
     def _native_address(self, epoch, n_workers, sync, args):
         """The native entry point of ``epoch`` for ``(worker, n_workers, sync, *args)`` (:func:`native_address`).
 
@@ -168,37 +174,6 @@ class Trainer:
         if self._address is None or any(a is not b for a, b in zip(key, self._address[0])):
             self._address = key, native_address(epoch, (-1, n_workers, sync, *args))
         return self._address[1]
-
-
-_ADDRESSES = {}  # native entry points by (epoch, the arguments' type key): see native_address
-
-
-def native_address(epoch, args) -> int:
-    """The native entry point of the compiled ``epoch`` (a Numba dispatcher) for ``args``' types.
-
-    Compiled, or loaded from the cache, if need be.  Numba's own typing of the arguments (``typeof``)
-    takes about 0.4 ms for an epoch's bundles, so it runs once per process and kind of arguments: the
-    key that finds it again is what decides an array's Numba type (dtype, dimensions, layout,
-    writeability, alignment), read off each argument.
-    """
-    key = (epoch, _type_key(args))
-    address = _ADDRESSES.get(key)
-    if address is None:
-        signature = tuple(epoch.typeof_pyval(a) for a in args)
-        if signature not in epoch.overloads:
-            epoch.compile(signature)
-        compiled = epoch.overloads[signature]
-        address = _ADDRESSES[key] = compiled.library.get_pointer_to_function(compiled.fndesc.llvm_func_name)
-    return address
-
-
-def _type_key(value):
-    if isinstance(value, np.ndarray):
-        flags = value.flags
-        return value.dtype.str, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned
-    if isinstance(value, tuple):
-        return type(value), *(_type_key(v) for v in value)
-    return type(value)
 
 
 def run_epochs(state, trainer, X, Y, sample_weight, *, settings, max_iter, incremental, validate=None,

@@ -133,8 +133,9 @@ def _stochastic_args(model, batch):
     Y = model._encode_labels(Y_CLASS, net.dtype)
     rows = trainer_module._rows(X, Y, np.ones(X.shape[0], net.dtype), net.dtype)
     order = np.arange(X.shape[0], dtype=np.int64)
-    return (np.zeros(1), rows, order, batch, net.layout, net.workspace(batch), trainer.batch, net.params, opt.state,
-            trainer._backup, opt.hyper(net.dtype), trainer.penalty, opt.t, trainer_module.ONE_EPOCH)
+    ws = net.workspace(batch)
+    return (np.zeros(1), rows, order, batch, net.layout, ws, trainer.batch, net.params, opt.state, trainer._backup,
+            opt.hyper(net.dtype), trainer.penalty, opt.t, trainer_module.ONE_EPOCH, trainer._chunk_pass_address(ws))
 
 
 @pytest.mark.skipif(NO_JIT, reason="without the JIT nothing runs on the pool")
