@@ -41,7 +41,9 @@ its own, then linked into every caller and optimised and code-generated again
 there; Numba's own inlining (``inline="always"``) of a function as large as the
 chunk pass costs more still.  So the call tree is two levels deep: an entry
 point (epoch, full-batch gradient, predict) and the flat functions it calls, the
-chunk pass and the optimizer step, with their loops written out and only small
+chunk pass (compiled once and called through its native address,
+:func:`chunk_pass_address`, so no entry point links it in) and the optimizer
+step, with their loops written out and only small
 helpers inlined (the loops over a block's rows, :func:`row_kernels`, and the
 update of a run of parameters, :func:`updates`); small helpers take arrays, not
 whole bundles; none of it allocates, so it is compiled without reference
