@@ -2,8 +2,9 @@
 
 The kernel takes the small products (fastbp._small_gemm.use_small, whose choices are tested below
 too), BLAS the rest: the shapes cover both sides of each of its limits, every number of columns left
-after the last whole pair of vectors (a pair is 16 float32 or 8 float64 columns), every number of
-rows left after the last block of 4, and empty operands.
+after the last whole pair of vectors (a pair is 16 float32 or 8 float64 columns with AVX2, twice that
+with AVX-512), every number of rows left after the last block (of 4 rows, or 8), and empty operands.
+On a host with AVX-512 the kernel is also compiled and tested as AVX2 machines run it.
 """
 
 import numpy as np
@@ -17,6 +18,9 @@ from numba.core.extending import intrinsic
 from fastbp import _small_gemm
 from fastbp._intrinsics import gemm
 
+# The kernel's vector widths this host runs: AVX2's, and AVX-512's where it has it.
+WIDTHS = sorted({256, _small_gemm.vector_bits()})
+
 DTYPES = [np.float32, np.float64]
 EPS = {np.dtype(np.float32): 2.0 ** -23, np.dtype(np.float64): 2.0 ** -52}
 
@@ -26,12 +30,25 @@ def _product(A, B, C, trans_a, trans_b):
     gemm(A, B, C, trans_a, trans_b)
 
 
-def check(m, k, n, trans_a, trans_b, dtype, seed=0):
+_AT_WIDTH = {}  # a dispatcher per vector width, each compiled only while vector_bits says that width
+
+
+def _product_at(bits):
+    product = _AT_WIDTH.setdefault(bits, njit(_product.py_func))
+
+    def call(*args):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_small_gemm, "vector_bits", lambda: bits)
+            product(*args)
+    return call
+
+
+def check(m, k, n, trans_a, trans_b, dtype, seed=0, bits=None):
     rng = np.random.default_rng(seed)
     A = rng.uniform(-1, 1, (k, m) if trans_a else (m, k)).astype(dtype)
     B = rng.uniform(-1, 1, (n, k) if trans_b else (k, n)).astype(dtype)
     C = np.full((m, n), np.nan, dtype)  # beta = 0: C is only written
-    _product(A, B, C, trans_a, trans_b)
+    (_product if bits is None else _product_at(bits))(A, B, C, trans_a, trans_b)
     exact = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
     # Each element sums k products of magnitude <= 1, rounded in some order: k * eps bounds the error.
     np.testing.assert_allclose(C, exact, rtol=0, atol=max(k, 1) * 4 * EPS[np.dtype(dtype)])
@@ -48,20 +65,23 @@ EDGE_SHAPES = [
 ]
 
 
+@pytest.mark.parametrize("bits", WIDTHS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("trans_a", [0, 1])
 @pytest.mark.parametrize("trans_b", [0, 1])
 @pytest.mark.parametrize("m,k,n", EDGE_SHAPES)
-def test_gemm_edge_shapes(m, k, n, trans_a, trans_b, dtype):
-    check(m, k, n, trans_a, trans_b, dtype)
+def test_gemm_edge_shapes(m, k, n, trans_a, trans_b, dtype, bits):
+    check(m, k, n, trans_a, trans_b, dtype, bits=bits)
 
 
+@pytest.mark.parametrize("bits", WIDTHS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rows", range(1, 10))
-@pytest.mark.parametrize("columns", range(1, 34))
-def test_every_row_and_column_remainder(rows, columns, dtype):
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17])
+@pytest.mark.parametrize("columns", range(1, 66))
+def test_every_row_and_column_remainder(rows, columns, dtype, bits):
+    # Columns up to two pairs of AVX-512 float32 vectors and one more; rows past two blocks of 8.
     for flags, (trans_a, trans_b) in enumerate([(0, 0), (1, 0), (0, 1)]):
-        check(rows, 5, columns, trans_a, trans_b, dtype, seed=rows * 100 + columns * 3 + flags)
+        check(rows, 5, columns, trans_a, trans_b, dtype, seed=rows * 100 + columns * 3 + flags, bits=bits)
 
 
 @settings(max_examples=40, deadline=None)
@@ -116,7 +136,7 @@ def test_which_products_take_the_kernel(m, n, k, trans_a, trans_b, dtype, kernel
 
 
 def test_a_thread_with_a_small_stack_multiplies_at_the_limits():
-    # The kernel's buffers lie on the stack, at most 64 KB: the padded columns at the depth bound and
+    # The kernel's buffers lie on the stack, at most 96 KB: the padded columns at the depth bound and
     # the transposed copy at its bound, both here (7 x 512 @ (8 x 512).T).  A thread of 256 KB, as some
     # thread pools give, must still run it, in both dtypes.
     import threading
