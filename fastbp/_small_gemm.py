@@ -42,8 +42,8 @@ MAX_TRANSPOSED = 4096
 def use_small(builder, m, n, k, trans_a, trans_b, is_float32):
     """An i1: whether ``C (m, n) = op(A) (m, k) @ op(B) (k, n)`` should take this kernel rather than BLAS.
 
-    Measured against OpenBLAS 0.3.31 on one core of a Zen 3 EPYC (per call, both in a loop in nopython
-    code, alternating):
+    With AVX2 vectors, measured against OpenBLAS 0.3.31 on one core of a Zen 3 EPYC (per call, both in a
+    loop in nopython code, alternating; AVX-512's choices: :func:`_shape_wins_avx512`):
 
     * float32: 0.6-0.86x BLAS's time from 82k to 3.2M multiply-adds whenever ``op(A)`` had at most 64
       rows or was transposed (a weight gradient); 1.0-1.1x at 100-200 rows not transposed; 1.3-1.6x
@@ -60,10 +60,36 @@ def use_small(builder, m, n, k, trans_a, trans_b, is_float32):
     narrow = builder.icmp_signed("<=", n, I64(NARROW))
     if is_float32:
         small = builder.and_(small, builder.icmp_signed(">=", n, I64(MIN_COLUMNS_FLOAT32)))
-    few_rows = builder.or_(trans_a, builder.icmp_signed("<=", m, I64(MAX_ROWS_NOT_TRANSPOSED)))
-    shape_wins = builder.or_(narrow, builder.and_(ir.Constant(ir.IntType(1), int(is_float32)), few_rows))
+    if vector_bits() == 512:
+        shape_wins = _shape_wins_avx512(builder, m, n, trans_a, trans_b, is_float32, narrow)
+    else:
+        few_rows = builder.or_(trans_a, builder.icmp_signed("<=", m, I64(MAX_ROWS_NOT_TRANSPOSED)))
+        shape_wins = builder.or_(narrow, builder.and_(ir.Constant(ir.IntType(1), int(is_float32)), few_rows))
     copy_fits = builder.or_(builder.not_(trans_b), builder.icmp_signed("<=", builder.mul(k, n), I64(MAX_TRANSPOSED)))
     return builder.and_(builder.and_(small, shape_wins), copy_fits)
+
+
+def _shape_wins_avx512(builder, m, n, trans_a, trans_b, is_float32, narrow):
+    """An i1: whether the product's shape favours the kernel in AVX-512 vectors (:func:`use_small`).
+
+    Measured against OpenBLAS 0.3.30's SkylakeX kernels on one core of a 2-core Xeon with AVX-512 (as in
+    :func:`use_small`):
+
+    * ``op(A)`` transposed (a weight gradient): float32 0.93-1.02x BLAS's time where the columns fill whole
+      pairs of vectors (32, 128), 1.2-1.4x otherwise (10, 16, 100 columns); float64 1.04-1.5x always;
+    * ``op(B)`` transposed (``D @ W.T`` from 10 outputs): 0.6-0.8x in both dtypes;
+    * neither: float32 0.65-0.8x at up to 64 rows or with whole pairs (128 columns, up to 200 rows),
+      0.8-0.95x with 10 columns, 1.1x for 100 x 64 @ 64 x 100; float64 0.7-0.8x with whole pairs, 1.0-1.1x
+      otherwise.
+    """
+    whole_pairs = builder.icmp_signed("==", builder.srem(n, I64(2 * 512 // (32 if is_float32 else 64))), I64(0))
+    if is_float32:
+        transposed_a_wins = whole_pairs
+        plain_wins = builder.or_(builder.or_(whole_pairs, narrow),
+                                 builder.icmp_signed("<=", m, I64(MAX_ROWS_NOT_TRANSPOSED)))
+    else:
+        transposed_a_wins, plain_wins = ir.Constant(ir.IntType(1), 0), whole_pairs
+    return builder.select(trans_a, transposed_a_wins, builder.or_(trans_b, plain_wins))
 
 
 def _no_unroll(module):
@@ -114,9 +140,12 @@ def _k_loop(b, k, rows, vectors, a_at, b_at, zero, fma, splat, vec, no_unroll):
 
 
 def vector_bits() -> int:
-    """512 where Numba compiles for a host with AVX-512F, else 256 (AVX2)."""
-    host = not config.CPU_NAME or config.CPU_NAME == "host"
-    return 512 if host and binding.get_host_cpu_features().get("avx512f", False) else 256
+    """512 where Numba compiles for AVX-512F (the host's features, or ``NUMBA_CPU_FEATURES``), else 256 (AVX2)."""
+    if config.CPU_FEATURES is not None:
+        return 512 if "+avx512f" in config.CPU_FEATURES.split(",") else 256
+    if config.CPU_NAME not in (None, "host"):  # a named CPU without its features: Numba assumes none of them
+        return 256
+    return 512 if binding.get_host_cpu_features().get("avx512f", False) else 256
 
 
 def define(module, scalar):

@@ -30,16 +30,16 @@ def _product(A, B, C, trans_a, trans_b):
     gemm(A, B, C, trans_a, trans_b)
 
 
-_AT_WIDTH = {}  # a dispatcher per vector width, each compiled only while vector_bits says that width
+_AT_WIDTH = {}  # a dispatcher per function and vector width, each compiled only while vector_bits says that width
 
 
-def _product_at(bits):
-    product = _AT_WIDTH.setdefault(bits, njit(_product.py_func))
+def _at_width(function, bits):
+    compiled = _AT_WIDTH.setdefault((function, bits), njit(function.py_func))
 
     def call(*args):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(_small_gemm, "vector_bits", lambda: bits)
-            product(*args)
+            return compiled(*args)
     return call
 
 
@@ -48,7 +48,7 @@ def check(m, k, n, trans_a, trans_b, dtype, seed=0, bits=None):
     A = rng.uniform(-1, 1, (k, m) if trans_a else (m, k)).astype(dtype)
     B = rng.uniform(-1, 1, (n, k) if trans_b else (k, n)).astype(dtype)
     C = np.full((m, n), np.nan, dtype)  # beta = 0: C is only written
-    (_product if bits is None else _product_at(bits))(A, B, C, trans_a, trans_b)
+    (_product if bits is None else _at_width(_product, bits))(A, B, C, trans_a, trans_b)
     exact = (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B).astype(np.float64)
     # Each element sums k products of magnitude <= 1, rounded in some order: k * eps bounds the error.
     np.testing.assert_allclose(C, exact, rtol=0, atol=max(k, 1) * 4 * EPS[np.dtype(dtype)])
@@ -118,21 +118,26 @@ def _kernel_would_take(m, n, k, trans_a, trans_b, like):
     return _takes_kernel(m, n, k, trans_a, trans_b, like)
 
 
-@pytest.mark.parametrize("m,n,k,trans_a,trans_b,dtype,kernel", [
+@pytest.mark.parametrize("bits", WIDTHS)
+@pytest.mark.parametrize("m,n,k,trans_a,trans_b,dtype,kernel", [  # kernel: (with AVX2, with AVX-512)
     # a digits step (batch 32, 64-128-10): all five products
-    (32, 128, 64, 0, 0, np.float32, True), (64, 128, 32, 1, 0, np.float32, True),
-    (32, 10, 128, 0, 0, np.float32, True), (128, 10, 32, 1, 0, np.float32, True),
-    (32, 128, 10, 0, 1, np.float32, True),
-    (32, 10, 128, 0, 0, np.float64, True), (32, 128, 64, 0, 0, np.float64, False),
-    (100, 100, 64, 0, 0, np.float32, False), (64, 100, 100, 1, 0, np.float32, True),  # a default fit's chunk
-    (32, 4, 128, 0, 0, np.float32, False), (32, 5, 128, 0, 0, np.float32, True),  # few columns
-    (32, 1, 128, 0, 0, np.float64, True),
-    (128, 256, 784, 0, 0, np.float32, False),  # an MNIST-sized forward
-    (7, 9, 512, 0, 0, np.float32, True), (7, 9, 513, 0, 0, np.float32, False),  # depth bound
-    (4, 256, 16, 0, 1, np.float32, True), (4, 256, 17, 0, 1, np.float32, False),  # transposed-copy bound
+    (32, 128, 64, 0, 0, np.float32, (True, True)), (64, 128, 32, 1, 0, np.float32, (True, True)),
+    (32, 10, 128, 0, 0, np.float32, (True, True)), (128, 10, 32, 1, 0, np.float32, (True, False)),
+    (32, 128, 10, 0, 1, np.float32, (True, True)),
+    (32, 10, 128, 0, 0, np.float64, (True, False)), (32, 128, 64, 0, 0, np.float64, (False, True)),
+    # a default fit's chunk (100 rows, 64-100-10)
+    (100, 100, 64, 0, 0, np.float32, (False, False)), (64, 100, 100, 1, 0, np.float32, (True, False)),
+    (100, 100, 10, 0, 1, np.float32, (False, True)), (100, 100, 10, 0, 1, np.float64, (False, True)),
+    (32, 4, 128, 0, 0, np.float32, (False, False)), (32, 5, 128, 0, 0, np.float32, (True, True)),  # few columns
+    (32, 1, 128, 0, 0, np.float64, (True, False)),
+    (128, 256, 784, 0, 0, np.float32, (False, False)),  # an MNIST-sized forward
+    (7, 9, 512, 0, 0, np.float32, (True, True)), (7, 9, 513, 0, 0, np.float32, (False, False)),  # depth bound
+    # the transposed copy's bound
+    (4, 256, 16, 0, 1, np.float32, (True, True)), (4, 256, 17, 0, 1, np.float32, (False, False)),
 ])
-def test_which_products_take_the_kernel(m, n, k, trans_a, trans_b, dtype, kernel):
-    assert _kernel_would_take(m, n, k, trans_a, trans_b, np.empty((1, 1), dtype)) is kernel
+def test_which_products_take_the_kernel(m, n, k, trans_a, trans_b, dtype, kernel, bits):
+    would_take = _at_width(_kernel_would_take, bits)
+    assert would_take(m, n, k, trans_a, trans_b, np.empty((1, 1), dtype)) is kernel[bits == 512]
 
 
 def test_a_thread_with_a_small_stack_multiplies_at_the_limits():
