@@ -427,10 +427,10 @@ class _BaseMLP(BaseEstimator):
 
     def _common_validation(self, X, y, reset, **kwargs):
         if (self._ready_input(X, reset) and _plain_targets(y, X.shape[0], kwargs.get("y_numeric", False))
-                and np.isfinite(X.sum()) and (y.dtype.kind != "f" or np.isfinite(y.sum()))):
+                and _finite(X) and (y.dtype.kind != "f" or np.isfinite(y.sum()))):
             # What validate_data would return unchanged, every one of its checks passed: shapes, dtype, feature
-            # count, finiteness (a finite sum has finite terms; one that is not goes the long way, whose errors
-            # are scikit-learn's).  partial_fit pays validate_data on every call, a small fit about two epochs.
+            # count, finiteness (where _finite is unsure, the long way, whose errors are scikit-learn's).
+            # partial_fit pays validate_data on every call, a small fit about two epochs.
             if reset:  # what validate_data records of an array without feature names
                 self.n_features_in_ = X.shape[1]
                 self._fitted.discard(["feature_names_in_"])
@@ -474,6 +474,16 @@ class _BaseMLP(BaseEstimator):
 
     def _is_classifier(self):
         return isinstance(self, ClassifierMixin)
+
+
+def _finite(X) -> bool:
+    """Whether every element of the float array ``X`` is finite, or else False (then validate_data decides).
+
+    ``np.isfinite(X).all()`` took half the time of testing ``X.sum()`` (a finite sum has finite terms) on
+    digits-sized arrays, 10 against 19 µs of every partial_fit call; it allocates a byte per element, so
+    large arrays take the sum.
+    """
+    return bool(np.isfinite(X).all()) if X.size <= 1 << 20 else bool(np.isfinite(X.sum()))
 
 
 def _plain_targets(y, n_rows, numeric=False):
