@@ -298,3 +298,28 @@ def _python_call_native(address, *args):
 meet = _python_meet if config.DISABLE_JIT else _meet
 roll_call = _python_roll_call if config.DISABLE_JIT else _roll_call
 call_native = _python_call_native if config.DISABLE_JIT else _call_native
+
+
+def _python_wide_vectors():
+    pass
+
+
+@intrinsic
+def _wide_vectors(typingctx):
+    """Tells LLVM to vectorize the calling function's loops in AVX-512 vectors where the kernel has them.
+
+    LLVM tunes for 256-bit vectors on Intel CPUs that have 512-bit ones (``prefer-vector-width``):
+    the calling function's own loops (the optimizer's update, the gather, the activations) then ran
+    in half-width vectors while its products ran in full ones (fastbp._small_gemm).  Emits nothing.
+    """
+    def codegen(context, builder, signature, args):
+        bits = _small_gemm.vector_bits()
+        if bits > 256:
+            for attribute in (f'"prefer-vector-width"="{bits}"', f'"min-legal-vector-width"="{bits}"'):
+                set.add(builder.function.attributes, attribute)  # llvmlite knows no string attributes
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+wide_vectors = _python_wide_vectors if config.DISABLE_JIT else _wide_vectors

@@ -46,7 +46,7 @@ import numpy as np
 
 from ._config import ADAM, EPOCH_ABORTED, EPOCH_BAD_ORDER, EPOCH_DIVERGED, EPOCH_DONE, jit, jit_inline, specialize
 from ._intrinsics import block as _block
-from ._intrinsics import gemm, meet
+from ._intrinsics import gemm, meet, wide_vectors
 from .loops import all_finite, back_up, gather, order_is_valid, row_kernels, updates
 from .step import _objective, _suffix
 
@@ -168,6 +168,7 @@ def _halves_epoch(worker, n_workers, sync, rows, order, batch_size, layout, hw, 
     Returns ``(sum over batches of batch_loss * batch_rows, t, status)``; only worker 0 checks the final state,
     so only its status counts.
     """
+    wide_vectors()
     n_rows = order.size
     if not order_is_valid(order, rows.sw.size):
         return 0.0, t, EPOCH_BAD_ORDER

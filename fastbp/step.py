@@ -74,7 +74,7 @@ from ._config import (
     specialize,
 )
 from ._intrinsics import block as _block
-from ._intrinsics import call_native, gemm, meet, roll_call
+from ._intrinsics import call_native, gemm, meet, roll_call, wide_vectors
 from .loops import all_finite, back_up, gather, order_is_valid, row_kernels, shuffle, updates
 
 Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
@@ -135,6 +135,7 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
     and intercept gradient: ``kernels.OUTPUT_INLINE``, the source of validation's
     ``kernels.OUTPUT``) and the softmax's exponential are inlined, not called.
     """
+    wide_vectors()  # the activations' loops in AVX-512 vectors where the products have them
     sizes, coef_off, icpt_off = layout.sizes, layout.coef_off, layout.icpt_off
     last = sizes.size - 2
     n_in, n_out = sizes[0], sizes[last + 1]
@@ -254,6 +255,7 @@ def _train_epoch(worker, n_workers, sync, losses, rows, order, batch_size, layou
     again inside the epoch, about a third of a first fit's compile time.  (Without the JIT it is called
     as the Python function it then is.)
     """
+    wide_vectors()  # this function's loops in AVX-512 vectors where the products have them (the update, the gather)
     w = worker if worker >= 0 else -1 - worker
     n_rows = order.size
     status = EPOCH_DONE

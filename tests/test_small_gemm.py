@@ -16,7 +16,7 @@ from numba import njit, types
 from numba.core.extending import intrinsic
 
 from fastbp import _small_gemm
-from fastbp._intrinsics import gemm
+from fastbp._intrinsics import gemm, wide_vectors
 
 # The kernel's vector widths this host runs: AVX2's, and AVX-512's where it has it.
 WIDTHS = sorted({256, _small_gemm.vector_bits()})
@@ -163,3 +163,24 @@ def test_a_thread_with_a_small_stack_multiplies_at_the_limits():
     finally:
         threading.stack_size(old)
     assert not errors
+
+
+def _scaled(a, out):
+    wide_vectors()
+    for k in range(a.size):
+        out[k] = a[k] * a.dtype.type(2)
+
+
+@pytest.mark.parametrize("bits", WIDTHS)
+def test_wide_vectors_tags_the_function_at_the_kernels_width(bits):
+    # The whole-network functions call wide_vectors() so that LLVM vectorizes their own loops at the width
+    # of the products: with AVX-512, 512-bit vectors (zmm registers); with AVX2, nothing changes.
+    compiled = _AT_WIDTH.setdefault((_scaled, bits), njit(_scaled))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_small_gemm, "vector_bits", lambda: bits)
+        a, out = np.arange(1000, dtype=np.float32), np.zeros(1000, np.float32)
+        compiled(a, out)
+        np.testing.assert_array_equal(out, a * 2)
+    llvm, asm = (next(iter(d.values())) for d in (compiled.inspect_llvm(), compiled.inspect_asm()))
+    assert ('"prefer-vector-width"="512"' in llvm) is (bits == 512)
+    assert ("zmm" in asm) is (bits == 512)
