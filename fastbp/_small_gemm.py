@@ -220,66 +220,51 @@ def define(module, scalar):
 
     last_row = b.sub(m, I64(1))
 
-    def row_blocks(rows, thin):
-        """The product in blocks of ``rows`` rows; ``thin``: every column in one vector (n <= width)."""
-        with cgutils.for_range(b, b.sdiv(b.add(m, I64(rows - 1)), I64(rows))) as row_loop:
-            i0 = b.mul(row_loop.index, I64(rows))
-            # A block past the last row reads the last row again (so every load is in bounds) and stores nothing.
-            a_rows = [b.mul(b.select(b.icmp_signed("<", row, m), row, last_row), a_row)
-                      for row in (b.add(i0, I64(r)) for r in range(rows))]
-            with cgutils.for_range(b, b.sdiv(b.add(n, I64(pair - 1)), I64(pair))) as column_loop:
-                j = b.mul(column_loop.index, I64(pair))
-                partial = b.icmp_signed(">", b.add(j, I64(pair)), n)  # the tail
-                if direct:
-                    source, ld, column = B, ldb, j
-                    all_lanes = ir.Constant(mask_type, [1] * width)
-                    load_masks = [b.select(partial, mask, all_lanes) for mask in masks]
+    with cgutils.for_range(b, b.sdiv(b.add(m, I64(rows - 1)), I64(rows))) as row_loop:
+        i0 = b.mul(row_loop.index, I64(rows))
+        # A block past the last row reads the last row again (so every load is in bounds) and stores nothing.
+        a_rows = [b.mul(b.select(b.icmp_signed("<", row, m), row, last_row), a_row)
+                  for row in (b.add(i0, I64(r)) for r in range(rows))]
+        with cgutils.for_range(b, b.sdiv(b.add(n, I64(pair - 1)), I64(pair))) as column_loop:
+            j = b.mul(column_loop.index, I64(pair))
+            partial = b.icmp_signed(">", b.add(j, I64(pair)), n)  # the tail
+            if direct:
+                source, ld, column = B, ldb, j
+                all_lanes = ir.Constant(mask_type, [1] * width)
+                load_masks = [b.select(partial, mask, all_lanes) for mask in masks]
 
-                    def b_at(kk, v):
-                        at = vector_at(source, b.add(b.add(b.mul(kk, ld), column), I64(v * width)))
-                        return b.call(masked_load, [at, I32(align), load_masks[v], zero])
-                else:
-                    source = b.select(partial, padded, B)
-                    ld = b.select(partial, I64(pair), ldb)
-                    column = b.select(partial, I64(0), j)
+                def b_at(kk, v):
+                    at = vector_at(source, b.add(b.add(b.mul(kk, ld), column), I64(v * width)))
+                    return b.call(masked_load, [at, I32(align), load_masks[v], zero])
+            else:
+                source = b.select(partial, padded, B)
+                ld = b.select(partial, I64(pair), ldb)
+                column = b.select(partial, I64(0), j)
 
-                    def b_at(kk, v):
-                        at = vector_at(source, b.add(b.add(b.mul(kk, ld), column), I64(v * width)))
-                        return b.load(at, align=align)
+                def b_at(kk, v):
+                    at = vector_at(source, b.add(b.add(b.mul(kk, ld), column), I64(v * width)))
+                    return b.load(at, align=align)
 
-                def block(vectors):  # the k loop and the stores of a block of `vectors` vectors of columns
-                    sums = _k_loop(b, k, rows, vectors,
-                                   lambda kk, r: b.load(b.gep(A, [b.add(a_rows[r], b.mul(kk, a_col))])), b_at,
-                                   zero, fma, splat, vec, no_unroll)
-                    for r in range(rows):
-                        row = b.add(i0, I64(r))
-                        with b.if_then(b.icmp_signed("<", row, m)):
-                            for v in range(vectors):
-                                target = vector_at(C, b.add(b.add(b.mul(row, ldc), j), I64(v * width)))
-                                with b.if_else(partial) as (masked, whole):
-                                    with masked:
-                                        b.call(masked_store, [sums[r][v], target, I32(align), masks[v]])
-                                    with whole:
-                                        b.store(sums[r][v], target, align=align)
+            def block(vectors):  # the k loop and the stores of a block of `vectors` vectors of columns
+                sums = _k_loop(b, k, rows, vectors,
+                               lambda kk, r: b.load(b.gep(A, [b.add(a_rows[r], b.mul(kk, a_col))])), b_at,
+                               zero, fma, splat, vec, no_unroll)
+                for r in range(rows):
+                    row = b.add(i0, I64(r))
+                    with b.if_then(b.icmp_signed("<", row, m)):
+                        for v in range(vectors):
+                            target = vector_at(C, b.add(b.add(b.mul(row, ldc), j), I64(v * width)))
+                            with b.if_else(partial) as (masked, whole):
+                                with masked:
+                                    b.call(masked_store, [sums[r][v], target, I32(align), masks[v]])
+                                with whole:
+                                    b.store(sums[r][v], target, align=align)
 
-                if thin:
+            # A tail of at most one vector (a classifier's 10 outputs in 16 lanes) runs one vector, not two.
+            with b.if_else(b.and_(partial, b.icmp_signed("<=", tail, I64(width)))) as (narrow, wide):
+                with narrow:
                     block(1)
-                else:  # a tail of at most one vector (a classifier's 10 outputs in 16 lanes) runs one, not two
-                    with b.if_else(b.and_(partial, b.icmp_signed("<=", tail, I64(width)))) as (narrow, wide):
-                        with narrow:
-                            block(1)
-                        with wide:
-                            block(2)
-
-    if direct:
-        # A product whose columns fit in one vector (a classifier's 10 outputs) takes twice the rows per block:
-        # with one vector of accumulators per row, 8 rows left the k loop waiting on the multiply-adds' latency.
-        with b.if_else(b.icmp_signed("<=", n, I64(width))) as (thin, other):
-            with thin:
-                row_blocks(2 * rows, True)
-            with other:
-                row_blocks(rows, False)
-    else:
-        row_blocks(rows, False)
+                with wide:
+                    block(2)
     b.ret_void()
     return fn
