@@ -9,9 +9,9 @@ in blocks of :data:`ROWS` rows by two vectors of columns (AVX-512's where Numba 
 that has it, else AVX2's): the block's ``2 * rows`` accumulators and the two ``B`` vectors stay in
 registers across the whole ``k`` loop, each step one broadcast of an ``op(A)`` element per row and one
 fused multiply-add per accumulator.  Columns after the last whole pair of vectors (a classifier's 10
-outputs are all there) are copied once into a zero-padded buffer on the stack, and take one vector
-where they fit in one; a last block of fewer rows reads the last row again, so the one ``k`` loop
-reads whole vectors in bounds everywhere; only the stores are masked or skipped.
+outputs are all there) take one vector where they fit in one, and are read through masked loads
+(AVX-512) or from a copy in a zero-padded buffer on the stack (AVX2); a last block of fewer rows reads
+the last row again, so every load is in bounds; only the stores are masked or skipped.
 
 :func:`use_small` says when it beats OpenBLAS; ``fastbp._intrinsics.gemm`` asks it at every call.
 """
@@ -31,8 +31,7 @@ MAX_PRODUCT = 1 << 20
 MAX_ROWS_NOT_TRANSPOSED = 64
 NARROW = 16
 MIN_COLUMNS_FLOAT32 = 5
-# The zero-padded columns lie on the stack, k rows of two vectors: k is bounded to keep it small (32 KB with
-# AVX2, 64 with AVX-512).
+# The zero-padded columns (AVX2) lie on the stack, k rows of two vectors: k is bounded to keep it small (32 KB).
 MAX_DEPTH = 512
 # An op(B) = B.T is copied transposed onto the stack: at most this many elements (a classifier's D @ W.T
 # from 10 outputs to up to 409 units).

@@ -141,7 +141,7 @@ def test_which_products_take_the_kernel(m, n, k, trans_a, trans_b, dtype, kernel
 
 
 def test_a_thread_with_a_small_stack_multiplies_at_the_limits():
-    # The kernel's buffers lie on the stack, at most 96 KB: the padded columns at the depth bound and
+    # The kernel's buffers lie on the stack, at most 64 KB: the padded columns at the depth bound and
     # the transposed copy at its bound, both here (7 x 512 @ (8 x 512).T).  A thread of 256 KB, as some
     # thread pools give, must still run it, in both dtypes.
     import threading
