@@ -122,9 +122,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if not hasattr(self, "classes_"):
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
-            # Multilabel targets name their labels by column, so the binarizer learns them from y.
-            multilabel = type_of_target(y).startswith("multilabel")
-            self._label_binarizer = LabelBinarizer().fit(y if multilabel else classes)
+            # Multilabel targets name their labels by column, so the binarizer learns them from y.  A 1-D
+            # array is never multilabel: it skips type_of_target, as integer classes skip LabelBinarizer's
+            # checks (_binarizer_of), which made a first partial_fit cost most of a millisecond more than an epoch.
+            multilabel = not (type(y) is np.ndarray and y.ndim == 1) and type_of_target(y).startswith("multilabel")
+            integers = type(classes) is np.ndarray and classes.ndim == 1 and classes.dtype.kind in "iu"
+            self._label_binarizer = (LabelBinarizer().fit(y) if multilabel
+                                     else _binarizer_of(classes) if integers else LabelBinarizer().fit(classes))
             self.classes_ = self._label_binarizer.classes_
         elif classes is not None and not _same_classes(classes, self.classes_):
             raise ValueError(f"`classes={classes!r}` is not the same as on the first call to partial_fit: "

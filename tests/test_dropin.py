@@ -74,6 +74,33 @@ def test_partial_fit_learns_classes_first_seen_in_a_later_call():
     assert fb.predict(X4[3:]) == ["d"] == sk.predict(X4[3:])
 
 
+@pytest.mark.parametrize("classes,y", [
+    (np.arange(10), np.arange(20) % 10),  # integer classes take fastbp's own binarizer
+    (np.array([3, 7]), np.array([3, 7, 7, 3])),
+    (np.array([5]), np.array([5, 5])),
+    (np.array([0, 1, 2], np.uint8), np.array([2, 0, 1], np.uint8)),
+    ([0, 1, 2], [2, 0, 1]),  # not an array: scikit-learn's checks
+    (np.array(["a", "b", "c"]), np.array(["c", "a", "b"])),
+    (np.array([0.0, 1.0]), np.array([1.0, 0.0])),
+])
+def test_a_first_partial_fit_learns_the_classes_as_scikit_learn_does(classes, y):
+    X = np.linspace(0, 1, 2 * len(y)).reshape(len(y), 2)
+    fb = MLPClassifier(hidden_layer_sizes=(3,), max_iter=1).partial_fit(X, y, classes=classes)
+    sk = sknn.MLPClassifier(hidden_layer_sizes=(3,), max_iter=1).partial_fit(X, y, classes=classes)
+    expected = LabelBinarizer().fit(classes)
+    assert fb._label_binarizer.y_type_ == expected.y_type_ == sk._label_binarizer.y_type_
+    assert fb.classes_.dtype == sk.classes_.dtype
+    np.testing.assert_array_equal(fb.classes_, sk.classes_)
+    np.testing.assert_array_equal(fb._label_binarizer.transform(y), expected.transform(y))
+
+
+def test_a_first_partial_fit_refuses_continuous_classes_as_scikit_learn_does():
+    X, y, classes = np.array([[0.0], [1.0]]), np.array([1.5, 0.0]), np.array([0.0, 1.5])
+    for cls in (MLPClassifier, sknn.MLPClassifier):
+        with pytest.raises(ValueError, match="Unknown label type"):
+            cls(hidden_layer_sizes=(3,)).partial_fit(X, y, classes=classes)
+
+
 # ----------------------------------------------------------------------------- 2. L-BFGS and max_fun
 
 
