@@ -313,10 +313,7 @@ def _wide_vectors(typingctx):
     in half-width vectors while its products ran in full ones (fastbp._small_gemm).  Emits nothing.
     """
     def codegen(context, builder, signature, args):
-        bits = _small_gemm.vector_bits()
-        if bits > 256:
-            for attribute in (f'"prefer-vector-width"="{bits}"', f'"min-legal-vector-width"="{bits}"'):
-                set.add(builder.function.attributes, attribute)  # llvmlite knows no string attributes
+        _small_gemm.allow_wide_vectors(builder.function, _small_gemm.vector_bits(), prefer=True)
         return context.get_dummy_value()
 
     return types.void(), codegen

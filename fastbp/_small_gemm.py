@@ -16,6 +16,8 @@ the last row again, so every load is in bounds; only the stores are masked or sk
 :func:`use_small` says when it beats OpenBLAS; ``fastbp._intrinsics.gemm`` asks it at every call.
 """
 
+import functools
+
 from llvmlite import binding, ir
 from llvmlite.ir import values
 from numba.core import cgutils, config
@@ -138,6 +140,7 @@ def _k_loop(b, k, rows, vectors, a_at, b_at, zero, fma, splat, vec, no_unroll):
     return results
 
 
+@functools.cache
 def vector_bits() -> int:
     """512 where Numba compiles for AVX-512F (the host's features, or ``NUMBA_CPU_FEATURES``), else 256 (AVX2)."""
     if config.CPU_FEATURES is not None:
@@ -145,6 +148,18 @@ def vector_bits() -> int:
     if config.CPU_NAME not in (None, "host"):  # a named CPU without its features: Numba assumes none of them
         return 256
     return 512 if binding.get_host_cpu_features().get("avx512f", False) else 256
+
+
+def allow_wide_vectors(function, bits, prefer=False):
+    """Lets LLVM keep ``bits``-wide vectors whole in the LLVM ``function`` and, with ``prefer``, vectorize its
+    loops at that width: on CPUs it tunes for 256-bit vectors (Intel's), it otherwise splits 512-bit ones
+    and vectorizes in 256 bits.  Nothing for 256 bits.  (llvmlite knows no string attributes: added as set
+    items, printed as they are.)
+    """
+    if bits > 256:
+        names = ("min-legal-vector-width", "prefer-vector-width") if prefer else ("min-legal-vector-width",)
+        for name in names:
+            set.add(function.attributes, f'"{name}"="{bits}"')
 
 
 def define(module, scalar):
@@ -166,8 +181,7 @@ def define(module, scalar):
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ptr, I64, I64, ptr, I64, ir.IntType(1), ptr, I64, I64, I64,
                                                               I64]), name)
     fn.linkage = "internal"
-    if vector > 256:  # else LLVM splits 512-bit vectors on CPUs it tunes for 256-bit ones (Intel's)
-        set.add(fn.attributes, f'"min-legal-vector-width"="{vector}"')
+    allow_wide_vectors(fn, vector)
     A, a_row, a_col, B, ldb, trans_b, C, ldc, m, n, k = fn.args
     suffix = f"v{width}f{bits}"
     mask_type = ir.VectorType(ir.IntType(1), width)
@@ -209,13 +223,15 @@ def define(module, scalar):
     has_tail = b.icmp_signed(">", tail, I64(0))
     lanes = ir.Constant(lane_ints, list(range(width)))
     masks = [b.icmp_signed("<", lanes, splat(b.sub(tail, I64(v * width)), lane_ints)) for v in range(2)]
-    padded = b.alloca(scalar, size=I64(0) if direct else b.mul(k, I64(pair)))
-    with b.if_then(b.and_(has_tail, ir.Constant(ir.IntType(1), int(not direct)))):
-        with cgutils.for_range(b, k) as loop:
-            for v, mask in enumerate(masks):
-                source = vector_at(B, b.add(b.mul(loop.index, ldb), b.add(tail_start, I64(v * width))))
-                row = b.call(masked_load, [source, I32(align), mask, zero])
-                b.store(row, vector_at(padded, b.add(b.mul(loop.index, I64(pair)), I64(v * width))), align=align)
+    if not direct:
+        padded = b.alloca(scalar, size=b.mul(k, I64(pair)))
+        with b.if_then(has_tail):
+            with cgutils.for_range(b, k) as loop:
+                for v, mask in enumerate(masks):
+                    source = vector_at(B, b.add(b.mul(loop.index, ldb), b.add(tail_start, I64(v * width))))
+                    row = b.call(masked_load, [source, I32(align), mask, zero])
+                    b.store(row, vector_at(padded, b.add(b.mul(loop.index, I64(pair)), I64(v * width))),
+                            align=align)
 
     last_row = b.sub(m, I64(1))
 
@@ -227,22 +243,18 @@ def define(module, scalar):
         with cgutils.for_range(b, b.sdiv(b.add(n, I64(pair - 1)), I64(pair))) as column_loop:
             j = b.mul(column_loop.index, I64(pair))
             partial = b.icmp_signed(">", b.add(j, I64(pair)), n)  # the tail
-            if direct:
+            if direct:  # B itself, the tail's lanes masked
                 source, ld, column = B, ldb, j
                 all_lanes = ir.Constant(mask_type, [1] * width)
                 load_masks = [b.select(partial, mask, all_lanes) for mask in masks]
-
-                def b_at(kk, v):
-                    at = vector_at(source, b.add(b.add(b.mul(kk, ld), column), I64(v * width)))
-                    return b.call(masked_load, [at, I32(align), load_masks[v], zero])
-            else:
+            else:  # the tail from its padded copy
                 source = b.select(partial, padded, B)
                 ld = b.select(partial, I64(pair), ldb)
                 column = b.select(partial, I64(0), j)
 
-                def b_at(kk, v):
-                    at = vector_at(source, b.add(b.add(b.mul(kk, ld), column), I64(v * width)))
-                    return b.load(at, align=align)
+            def b_at(kk, v):
+                at = vector_at(source, b.add(b.add(b.mul(kk, ld), column), I64(v * width)))
+                return b.call(masked_load, [at, I32(align), load_masks[v], zero]) if direct else b.load(at, align=align)
 
             def block(vectors):  # the k loop and the stores of a block of `vectors` vectors of columns
                 sums = _k_loop(b, k, rows, vectors,
