@@ -34,9 +34,10 @@ rules that keep this safe:
   at half speed right after a scikit-learn fit.  Setting the thread count does
   not stop them, so :func:`fit_scope` puts every BLAS library on one thread for
   the whole fit and then shuts each OpenBLAS thread pool down (OpenBLAS starts it
-  again at the next change of its thread count or threaded call, as after a
-  fork).  Only when no other Python thread runs (fastbp's own helpers aside):
-  one could be inside such a call.
+  again at its next threaded call, as after a fork).  Only when no other
+  Python thread runs (fastbp's own helpers aside): one could be inside such a
+  call.  fastbp's own later changes of a count (``n_threads``, a fit's end)
+  leave a stopped pool stopped (:func:`_leaving_a_stopped_pool_stopped`).
 * **Results do not depend on threads.**  Only the shapes decide the parts, so the
   same fit gives bitwise the same weights on any number of threads; threads only
   decide how fast.
@@ -44,6 +45,7 @@ rules that keep this safe:
   so everything runs on the calling thread.
 """
 
+import ctypes
 import os
 import queue
 import threading
@@ -186,8 +188,36 @@ def _blas_libraries():
                     pass
             if get is None or put is None:
                 get, put = lib.get_num_threads, lib.set_num_threads
+            else:
+                put = _leaving_a_stopped_pool_stopped(lib, put)
             _blas.append((get, put))
     return _blas
+
+
+def _leaving_a_stopped_pool_stopped(lib, put):
+    """``put`` (a pthreads OpenBLAS's ``openblas_set_num_threads``), but one that does not start a stopped pool.
+
+    ``openblas_set_num_threads`` first starts the pool again if it was shut down (:func:`fit_scope` shuts
+    it down), and new pool threads spin for about 0.1 s: each fit that set a count then ran beside them,
+    and so did whatever the process ran after a fit restored one (a one-thread fit right after a parallel
+    one took twice its time).  While the pool is stopped (``blas_server_avail`` is 0) the count is only
+    the variable that function would set, ``blas_cpu_number``, so this sets that, and OpenBLAS starts the
+    pool at its next threaded call, as after a fork.  Where the library does not export both variables,
+    ``put`` itself.
+    """
+    try:
+        running = ctypes.c_int.in_dll(lib.dynlib, "blas_server_avail")
+        count = ctypes.c_int.in_dll(lib.dynlib, "blas_cpu_number")
+    except (AttributeError, ValueError):
+        return put
+
+    def put_quietly(n):
+        if running.value:
+            put(n)
+        else:
+            count.value = n
+
+    return put_quietly
 
 
 def _blas_pool_shutdowns():

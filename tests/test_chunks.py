@@ -227,16 +227,63 @@ print(bool(before), all(not (before & t) for t, _ in seen), all(set(c) == {1} fo
 """
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or numba.get_num_threads() < 2 or NO_JIT,
-                    reason="needs Linux's /proc and two threads, and the JIT (without it everything runs on one)")
-def test_chunked_fit_stops_idle_blas_threads_and_restores_them():
-    """The BLAS threads that spun before a chunked fit are gone while it trains, and BLAS runs on one thread."""
+_NEEDS_BLAS_THREADS = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/task") or numba.get_num_threads() < 2 or NO_JIT,
+    reason="needs Linux's /proc and two threads, and the JIT (without it everything runs on one)")
+
+
+def _child_prints(script):
+    """What ``script`` prints in a fresh process (its BLAS pools untouched by the tests before), split."""
     if not any(p["user_api"] == "blas" and p["internal_api"] == "openblas" and p["num_threads"] > 1
                for p in threadpool_info()):
         pytest.skip("no threaded OpenBLAS")
-    out = subprocess.run([sys.executable, "-c", _IDLE_POOLS_CHILD], capture_output=True, text=True, timeout=300,
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                          check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
-    assert out.stdout.split() == ["True"] * 4, out.stdout + out.stderr
+    return out.stdout.split() or [out.stderr]
+
+
+@_NEEDS_BLAS_THREADS
+def test_chunked_fit_stops_idle_blas_threads_and_restores_them():
+    """The BLAS threads that spun before a chunked fit are gone while it trains, and BLAS runs on one thread."""
+    assert _child_prints(_IDLE_POOLS_CHILD) == ["True"] * 4
+
+
+_STOPPED_POOLS_CHILD = """
+import os, numpy as np
+from threadpoolctl import threadpool_info
+from fastbp import MLPClassifier
+tasks = lambda: set(os.listdir("/proc/self/task"))
+counts = lambda: sorted(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+A = np.random.default_rng(0).standard_normal((300, 300))
+X = np.random.default_rng(1).standard_normal((700, 12)); y = (X[:, 0] > 0).astype(int)
+before = counts()
+MLPClassifier((16,), batch_size=200, max_iter=2).fit(X, y)  # chunked: stops the idle BLAS pools
+stopped = tasks()
+seen = []
+MLPClassifier((16,), batch_size=200, max_iter=2, n_threads=1, callbacks=[lambda info: seen.append(tasks())]).fit(X, y)
+after = tasks()
+B = A @ A  # the next threaded product starts numpy's pool again, and computes what it should
+print(before == counts(), bool(seen) and all(t == stopped for t in seen), after == stopped, len(tasks()) > len(after),
+      np.allclose(B, np.einsum("ij,jk->ik", A, A)))
+"""
+
+
+@_NEEDS_BLAS_THREADS
+def test_setting_blas_threads_leaves_a_stopped_pool_stopped():
+    """After a chunked fit stopped the BLAS pools, setting and restoring counts (n_threads, the fit's end) starts
+    no thread: new pool threads would spin beside the next fit for 0.1 s (a one-thread fit took twice its time)."""
+    assert _child_prints(_STOPPED_POOLS_CHILD) == ["True"] * 5
+
+
+def test_a_blas_without_the_pool_variables_is_set_through_its_own_function():
+    calls = []
+
+    class Library:  # no dynlib to read blas_server_avail and blas_cpu_number from
+        pass
+
+    put = _threads._leaving_a_stopped_pool_stopped(Library(), calls.append)
+    put(3)
+    assert calls == [3]
 
 
 def test_process_limit_keeps_chunks_on_one_thread():
