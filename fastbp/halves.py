@@ -144,18 +144,20 @@ def _copy(copies, params, state, w, w_state, into_half):
     """Copy a half's parameters and state between ``params`` / ``state`` and its packed ``w`` / ``w_state``."""
     for k in range(copies.shape[0]):
         src, dst, n = copies[k, 0], copies[k, 1], copies[k, 2]
-        if into_half:
-            for j in range(n):
-                w[dst + j] = params[src + j]
-            for s in range(state.shape[0]):
-                for j in range(n):
-                    w_state[s, dst + j] = state[s, src + j]
-        else:
-            for j in range(n):
-                params[src + j] = w[dst + j]
-            for s in range(state.shape[0]):
-                for j in range(n):
-                    state[s, src + j] = w_state[s, dst + j]
+        _copy_run(params[src:src + n], w[dst:dst + n], into_half)
+        for s in range(state.shape[0]):
+            _copy_run(state[s, src:src + n], w_state[s, dst:dst + n], into_half)
+
+
+@jit_inline
+def _copy_run(whole, packed, into_half):
+    """``packed = whole``, or back: views indexed from 0 (``w[dst + j]`` wraps each index around: gathers)."""
+    if into_half:
+        for j in range(whole.size):
+            packed[j] = whole[j]
+    else:
+        for j in range(whole.size):
+            whole[j] = packed[j]
 
 
 _activate_rows = _derive_rows = _output_rows = _out_start = _update_span = _step_rate = None  # set per copy

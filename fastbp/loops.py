@@ -171,10 +171,15 @@ def gather(rows, order, start, r_lo, r_hi, col_lo, col_hi, x, y, sw):
                 if col_lo <= col < col_hi:
                     row[col - col_lo] = rows.data[e]
         else:
-            for j in range(width):  # element loops: slice assignment costs more than these short rows
-                row[j] = rows.X[src, col_lo + j]
+            # The row's columns as one view, indexed from 0: ``X[src, col_lo + j]`` wraps a negative index
+            # around in each element, which LLVM vectorized as gathers.  (Element loops: slice assignment
+            # costs more than these short rows.)
+            source = rows.X[src, col_lo:col_hi]
+            for j in range(width):
+                row[j] = source[j]
+        target, y_row = rows.Y[src], y[r * n_out:(r + 1) * n_out]
         for j in range(n_out):
-            y[r * n_out + j] = rows.Y[src, j]
+            y_row[j] = target[j]
         sw[r] = rows.sw[src]
 
 
