@@ -47,8 +47,8 @@ def _gemm(typingctx, A, B, C, trans_a, trans_b):
     agree, which the caller guarantees: nothing is checked here.
     """
     arrays = (A, B, C)
-    if not (all(isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" and x.dtype == C.dtype for x in arrays)
-            and C.dtype in _SYMBOLS and C.mutable):
+    if not (all(isinstance(x, types.Array) and x.ndim == 2 and x.dtype == C.dtype for x in arrays)
+            and A.layout in "CA" and B.layout == C.layout == "C" and C.dtype in _SYMBOLS and C.mutable):
         return None  # A and B may be read-only
     sig = types.void(A, B, C, trans_a, trans_b)
 
@@ -74,6 +74,11 @@ def _gemm(typingctx, A, B, C, trans_a, trans_b):
             return builder.select(transposed, char(ord("T")), char(ord("N")))
 
         (a_rows, a_cols), (_, b_cols), (m, n) = dims(a), dims(b), dims(c)
+        a_lead = a_cols  # A's row stride in elements: longer for a view of some of a block's columns
+        if A.layout == "A":
+            row_bytes = cgutils.unpack_tuple(builder, a.strides, 2)[0]
+            itemsize = context.get_constant(types.intp, context.get_abi_sizeof(scalar))
+            a_lead = builder.trunc(builder.sdiv(row_bytes, itemsize), int32)
         t_a = builder.icmp_unsigned("!=", args[3], context.get_constant(trans_a, 0))
         t_b = builder.icmp_unsigned("!=", args[4], context.get_constant(trans_b, 0))
         k = builder.select(t_a, a_rows, a_cols)
@@ -81,7 +86,7 @@ def _gemm(typingctx, A, B, C, trans_a, trans_b):
             scalar.as_pointer(), scalar.as_pointer(), int32.as_pointer(), scalar.as_pointer(), int32.as_pointer(),
             scalar.as_pointer(), scalar.as_pointer(), int32.as_pointer()])
         fn = cgutils.get_or_insert_function(builder.module, fnty, _SYMBOLS[A.dtype])
-        wide = [builder.sext(x, int64) for x in (m, n, k, a_cols, b_cols)]
+        wide = [builder.sext(x, int64) for x in (m, n, k, a_lead, b_cols)]
         small = _small_gemm.use_small(builder, *wide[:3], t_a, t_b, A.dtype == types.float32)
         with builder.if_else(small) as (by_kernel, by_blas):
             with by_kernel:
@@ -93,7 +98,7 @@ def _gemm(typingctx, A, B, C, trans_a, trans_b):
             with by_blas:
                 builder.call(fn, [pointer_to(flag(t_b)), pointer_to(flag(t_a)), pointer_to(n), pointer_to(m),
                                   pointer_to(k), pointer_to(scalar(1)), b.data, pointer_to(leading(b_cols)), a.data,
-                                  pointer_to(leading(a_cols)), pointer_to(scalar(0)), c.data, pointer_to(leading(n))])
+                                  pointer_to(leading(a_lead)), pointer_to(scalar(0)), c.data, pointer_to(leading(n))])
         return context.get_dummy_value()
 
     return sig, codegen

@@ -32,8 +32,14 @@ layer) so needs one barrier per step.  The output loss and delta are computed by
 both workers, each in its own buffers.
 
 The cut depends on the layer sizes only, so one worker running both halves in
-turn (``n_workers == 1``) computes bitwise what two do.  The result equals the
-chunk pass's to rounding, not bitwise: the products are summed in another order.
+turn (``n_workers == 1``) computes bitwise what two do.  With one hidden layer
+the result is bitwise the one-chunk step's too: every element of every product
+is the same sum whether the product is cut by halves of the units or not, except
+the output layer's, which the chunk pass cuts as the halves do (``Layout.out_cut``),
+and the norm ``||W||^2``, which both sum over the same runs of parameters
+(``Layout.runs``, :func:`fastbp.loops.update_runs`).  So such a network's batches
+may run in either (``Trainer._schedule``).  With more layers the result equals the
+chunk pass's to rounding: the hidden layers' products are summed in another order.
 Shared buffers are double-buffered by parity wherever a fast worker could write
 the next one while the other still reads: ``partial`` by barrier, ``stats`` (each
 half's non-finite counts by step, its norm by update).
@@ -46,8 +52,18 @@ import numpy as np
 
 from ._config import ADAM, EPOCH_ABORTED, EPOCH_BAD_ORDER, EPOCH_DIVERGED, EPOCH_DONE, jit, jit_inline, specialize
 from ._intrinsics import block as _block
-from ._intrinsics import gemm, meet, wide_vectors
-from .loops import all_finite, back_up, gather, order_is_valid, row_kernels, updates
+from ._intrinsics import gemm, meet, roll_call, wide_vectors
+from .loops import (
+    all_finite,
+    back_up,
+    epoch_ended,
+    gather,
+    order_is_valid,
+    report_epochs,
+    row_kernels,
+    shuffle,
+    updates,
+)
 from .step import _objective, _suffix
 
 # Per half ``h``: the gathered batch (``x[h]``: its own feature columns if layer 0 is a row layer, all of them
@@ -55,12 +71,13 @@ from .step import _objective, _suffix
 # (rows, half) block, a row layer's whole); the packed parameters ``w[h]``, raw gradient ``g[h]`` and optimizer
 # state ``state[h]``, laid out by ``pack[h, i] = [coefficient offset, intercept offset]`` with ``pack[h, -1] =
 # [coefficients, length]`` (all of the half's coefficients, then its intercepts), and ``copies[h]``: the runs
-# ``[offset in params, offset in w[h], length]`` copied in and out; ``spare[h]``: where worker 1 writes the row
-# layers' intercept gradients it computes but does not own.  Shared: ``partial`` (half, barrier parity, rows *
-# widest layer), ``stats`` (parity, half, [non-finite count, ||W||^2, row layers' non-finite count]: the
+# ``[offset in params, offset in w[h], length, in norm]`` copied in and out, and ``runs[h]`` the same runs as the
+# update takes them (``[offset in w[h], length, in norm, 0]``: loops.update_runs); ``spare[h]``: where worker 1
+# writes the row layers' intercept gradients it computes but does not own.  Shared: ``partial`` (half, barrier
+# parity, rows * widest layer), ``stats`` (parity, half, [non-finite count, ||W||^2, row layers' non-finite count]: the
 # counts by step, the norm by update, so that a norm is not overwritten before the other half reads it) and
 # ``zeros``, a zero intercept for the sum of two partials that already hold theirs.
-Halves = namedtuple("Halves", "x y sw acts deltas act_off w g state spare pack copies cut partial stats zeros")
+Halves = namedtuple("Halves", "x y sw acts deltas act_off w g state spare pack copies runs cut partial stats zeros")
 
 _LINE = 16  # float32 elements in a 64-byte cache line
 
@@ -81,7 +98,8 @@ _is_row = jit_inline(is_row_layer)
 
 
 def _layout(sizes, coef_off, icpt_off, cut):
-    """``(pack, copies)`` of :class:`Halves` for both halves."""
+    """``(pack, copies)`` of :class:`Halves` for both halves: ``copies[h]`` rows ``[offset in params, offset in
+    w[h], length, in norm]`` (coefficients, then intercepts), padded with empty runs."""
     last = len(sizes) - 2
     pack = np.zeros((2, last + 2, 2), np.int64)
     copies = [[], []]
@@ -101,11 +119,24 @@ def _layout(sizes, coef_off, icpt_off, cut):
         for column, blocks in enumerate((coefs, icpts)):
             for i, (start, n_rows, length, stride) in enumerate(blocks):
                 pack[h, i, column] = at
-                copies[h].extend((start + r * stride, at + r * length, length) for r in range(n_rows) if length)
+                copies[h].extend((start + r * stride, at + r * length, length, 1 - column)
+                                 for r in range(n_rows) if length)
                 at += n_rows * length
             pack[h, last + 1, column] = at
     width = max(len(c) for c in copies)
-    return pack, np.array([c + [(0, 0, 0)] * (width - len(c)) for c in copies], np.int64).reshape(2, width, 3)
+    return pack, np.array([c + [(0, 0, 0, 0)] * (width - len(c)) for c in copies], np.int64).reshape(2, width, 4)
+
+
+def one_chunk_order(sizes, coef_off, icpt_off, n_coef, n_params, as_halves):
+    """``(out_cut, runs)`` of :class:`fastbp.step.Layout`: with ``as_halves``, the halves' cut of the output
+    layer and both halves' runs in the parameter vector's order (so a one-chunk step sums as they do);
+    else no cut, and the coefficients and the intercepts as one run each."""
+    if not as_halves:
+        return 0, np.array([[0, n_coef, 1, 0], [n_coef, n_params - n_coef, 0, 0]], np.int64)
+    cut = np.array([unit_cut(int(n)) for n in sizes], np.int64)
+    _, copies = _layout(sizes, coef_off, icpt_off, cut)
+    runs = [(src, n, in_norm, h) for h in range(2) for src, _, n, in_norm in copies[h] if n]
+    return int(cut[1]), np.array(sorted(runs), np.int64).reshape(-1, 4)
 
 
 def workspace(net, rows: int, state_rows: int) -> Halves:
@@ -114,6 +145,8 @@ def workspace(net, rows: int, state_rows: int) -> Halves:
     acts, act_off = net._activation_buffer(rows)
     cut = np.array([unit_cut(int(n)) for n in sizes], np.int64)
     pack, copies = _layout(sizes, net.coef_off, net.icpt_off, cut)
+    runs = np.zeros_like(copies)
+    runs[:, :, :3] = copies[:, :, 1:]
     n_packed, widest = int(pack[:, -1, 1].max()), int(sizes.max())
 
     def per_half(*shape):
@@ -121,7 +154,7 @@ def workspace(net, rows: int, state_rows: int) -> Halves:
 
     return Halves(per_half(rows * int(sizes[0])), per_half(rows * int(sizes[-1])), per_half(rows),
                   per_half(acts.size), per_half(acts.size), act_off, per_half(n_packed), per_half(n_packed),
-                  per_half(state_rows, n_packed), per_half(widest), pack, copies, cut, per_half(2, rows * widest),
+                  per_half(state_rows, n_packed), per_half(widest), pack, copies, runs, cut, per_half(2, rows * widest),
                   np.zeros((2, 2, 8)), np.zeros(widest, dtype))
 
 
@@ -160,159 +193,195 @@ def _copy_run(whole, packed, into_half):
             whole[j] = packed[j]
 
 
-_activate_rows = _derive_rows = _output_rows = _out_start = _update_span = _step_rate = None  # set per copy
+_activate_rows = _derive_rows = _output_rows = _out_start = _update_runs = _step_rate = None  # set per copy
 
 
-def _halves_epoch(worker, n_workers, sync, rows, order, batch_size, layout, hw, params, state, backup, hyper,
-                  penalty, t):
-    """Worker ``worker``'s halves of one epoch, ``n_workers`` being 1 or 2: :func:`fastbp.step._train_epoch`'s contract.
+def _halves_epoch(worker, n_workers, sync, losses, rows, order, batch_size, layout, hw, batch, params, state, backup,
+                  hyper, penalty, t, plan, pass_at):
+    """Worker ``worker``'s halves of up to ``plan.epochs`` epochs, ``n_workers`` being 1 or 2.
 
-    Returns ``(sum over batches of batch_loss * batch_rows, t, status)``; only worker 0 checks the final state,
-    so only its status counts.
+    :func:`fastbp.step._train_epoch`'s contract and arguments, ``hw`` (:class:`Halves`) in place of its
+    workspace (``batch`` and ``pass_at`` are unused): a worker started by a thread pool is passed as ``-1 -
+    w`` and first answers a roll call; each epoch worker 0 shuffles ``order`` (with ``plan.draws``) and
+    backs up the parameters; every worker applies the stopping rule alike; worker 0 leaves the losses in
+    ``losses`` and the epochs completed, ``t`` and the status in ``sync[5]``, ``sync[3]``, ``sync[4]``.
     """
     wide_vectors()
+    w = worker if worker >= 0 else -1 - worker
     n_rows = order.size
+    status = EPOCH_DONE
     if not order_is_valid(order, rows.sw.size):
-        return 0.0, t, EPOCH_BAD_ORDER
-    if worker == 0:
-        back_up(params, state, backup)
+        status = EPOCH_BAD_ORDER
+    elif worker < 0 and not roll_call(sync, n_workers):
+        status = EPOCH_ABORTED
     sizes, cut, pack = layout.sizes, hw.cut, hw.pack
     last = sizes.size - 2
     n_in, n_out = sizes[0], sizes[last + 1]
-    first, stop = (worker, worker + 1) if n_workers > 1 else (0, 2)
-    for h in range(first, stop):
-        _copy(hw.copies[h], params, state, hw.w[h], hw.state[h], True)
+    first, stop = (w, w + 1) if n_workers > 1 else (0, 2)
     first_row_layer = _is_row(0, last)  # then each half gathers only its own feature columns
     dtype = params.dtype.type
-    total = 0.0
-    arrivals = 0
-    pending = False  # the last step's objective awaits the other half's norm
-    p_loss = p_weight = 0.0
-    p_nb = p_par = n_updates = 0
-    for step, start in enumerate(range(0, n_rows, batch_size)):
-        nb = batch_size if batch_size < n_rows - start else n_rows - start
-        par = step % 2
-        data_loss = weight = 0.0
+    arrivals = 0  # barriers this worker has reached
+    n_updates = 0
+    best, stale, completed, t_done = plan.best, plan.stale, 0, t
+    for _ in range(plan.epochs if status == EPOCH_DONE else 0):
+        if plan.draws != 0:  # after the last epoch's final barrier: no worker still reads the order
+            if w == 0:
+                shuffle(order, plan.next32, plan.next64, plan.draws)
+            arrivals += 1
+            if not meet(sync, n_workers, arrivals):
+                status = EPOCH_ABORTED
+                break
+        if w == 0:
+            back_up(params, state, backup)
         for h in range(first, stop):
-            glo, ghi = _half(cut, sizes, 0, h) if first_row_layer else (0, n_in)
-            gather(rows, order, start, 0, nb, glo, ghi, hw.x[h], hw.y[h], hw.sw[h])
-            hw.stats[par, h, 0] = 0.0
-            hw.stats[par, h, 2] = 0.0
-        for i in range(last + 1):  # forward
-            width_in, width = sizes[i], sizes[i + 1]
-            row = _is_row(i, last)
-            pp = (arrivals + 1) % 2
-            if row:  # each half's partial product, then the barrier before both add them
-                for h in range(first, stop):
-                    lo, hi = _half(cut, sizes, i, h)
-                    w = hw.w[h]
-                    A = _block(hw.x[h] if i == 0 else hw.acts[h], 0 if i == 0 else hw.act_off[i - 1], nb, hi - lo)
-                    P = _block(hw.partial[h, pp], 0, nb, width)
-                    gemm(A, _block(w, pack[h, i, 0], hi - lo, width), P, 0, 0)
-                    if h == 0:
-                        b = w[pack[0, i, 1]:pack[0, i, 1] + width]
-                        for r in range(nb):
-                            for j in range(width):
-                                P[r, j] += b[j]
-                arrivals += 1
-                if not meet(sync, n_workers, arrivals):
-                    return total, t, EPOCH_ABORTED
+            _copy(hw.copies[h], params, state, hw.w[h], hw.state[h], True)
+        total = 0.0
+        pending = False  # the last step's objective awaits the other half's norm
+        p_loss = p_weight = 0.0
+        p_nb = p_par = 0
+        for step, start in enumerate(range(0, n_rows, batch_size)):
+            nb = batch_size if batch_size < n_rows - start else n_rows - start
+            par = step % 2
+            data_loss = weight = 0.0
             for h in range(first, stop):
-                if row:  # the whole output: the partials' sum, whose intercept is in worker 0's
-                    Z = _block(hw.acts[h], hw.act_off[i], nb, width)
-                    _add(_block(hw.partial[0, pp], 0, nb, width), _block(hw.partial[1, pp], 0, nb, width), Z)
-                    b = hw.zeros[:width]
-                else:  # this half's columns, from the whole input
-                    lo, hi = _half(cut, sizes, i + 1, h)
-                    w = hw.w[h]
-                    A = _block(hw.x[h], 0, nb, n_in) if i == 0 else _block(hw.acts[h], hw.act_off[i - 1], nb, width_in)
-                    Z = _block(hw.acts[h], hw.act_off[i], nb, hi - lo)
-                    gemm(A, _block(w, pack[h, i, 0], width_in, hi - lo), Z, 0, 0)
-                    b = w[pack[h, i, 1]:pack[h, i, 1] + hi - lo]
-                slot = 2 if row else 0  # a row layer's count is the same in both halves: counted once
-                if i < last:
-                    hw.stats[par, h, slot] += _activate_rows(Z, b)
+                glo, ghi = _half(cut, sizes, 0, h) if first_row_layer else (0, n_in)
+                gather(rows, order, start, 0, nb, glo, ghi, hw.x[h], hw.y[h], hw.sw[h])
+                hw.stats[par, h, 0] = 0.0
+                hw.stats[par, h, 2] = 0.0
+            for i in range(last + 1):  # forward
+                width_in, width = sizes[i], sizes[i + 1]
+                row = _is_row(i, last)
+                pp = (arrivals + 1) % 2
+                if row:  # each half's partial product, then the barrier before both add them
+                    for h in range(first, stop):
+                        lo, hi = _half(cut, sizes, i, h)
+                        wh = hw.w[h]
+                        A = _block(hw.x[h] if i == 0 else hw.acts[h], 0 if i == 0 else hw.act_off[i - 1], nb, hi - lo)
+                        P = _block(hw.partial[h, pp], 0, nb, width)
+                        gemm(A, _block(wh, pack[h, i, 0], hi - lo, width), P, 0, 0)
+                        if h == 0:
+                            b = wh[pack[0, i, 1]:pack[0, i, 1] + width]
+                            for r in range(nb):
+                                for j in range(width):
+                                    P[r, j] += b[j]
+                    arrivals += 1
+                    if not meet(sync, n_workers, arrivals):
+                        status = EPOCH_ABORTED
+                        break
+                for h in range(first, stop):
+                    if row:  # the whole output: the partials' sum, whose intercept is in worker 0's
+                        Z = _block(hw.acts[h], hw.act_off[i], nb, width)
+                        _add(_block(hw.partial[0, pp], 0, nb, width), _block(hw.partial[1, pp], 0, nb, width), Z)
+                        b = hw.zeros[:width]
+                    else:  # this half's columns, from the whole input
+                        lo, hi = _half(cut, sizes, i + 1, h)
+                        wh = hw.w[h]
+                        A = (_block(hw.x[h], 0, nb, n_in) if i == 0
+                             else _block(hw.acts[h], hw.act_off[i - 1], nb, width_in))
+                        Z = _block(hw.acts[h], hw.act_off[i], nb, hi - lo)
+                        gemm(A, _block(wh, pack[h, i, 0], width_in, hi - lo), Z, 0, 0)
+                        b = wh[pack[h, i, 1]:pack[h, i, 1] + hi - lo]
+                    slot = 2 if row else 0  # a row layer's count is the same in both halves: counted once
+                    if i < last:
+                        hw.stats[par, h, slot] += _activate_rows(Z, b)
+                        continue
+                    hw.stats[par, h, slot] += _output_rows(Z, b, hw.acts[h][hw.act_off[i]:hw.act_off[i] + nb * width])
+                    db = hw.g[0][pack[0, i, 1]:pack[0, i, 1] + width] if h == 0 else hw.spare[h][:width]
+                    loss_h, weight_h = _out_start(Z, _block(hw.y[h], 0, nb, n_out), hw.sw[h][:nb],
+                                                  _block(hw.deltas[h], hw.act_off[i], nb, width), db, nb > 0)
+                    if h == first:
+                        data_loss, weight = loss_h, weight_h
+            if status != EPOCH_DONE:
+                break
+            # The output layer's barrier has passed: every half's forward of this step is done, and so are
+            # the norms of the step before, which each half wrote before its first barrier of this step.
+            if pending:
+                norm = hw.stats[p_par, 0, 1] + hw.stats[p_par, 1, 1]
+                total += _objective(p_loss, norm, p_weight, penalty.alpha, penalty.loss_scale) * p_nb
+                pending = False
+            bad = hw.stats[par, 0, 0] + hw.stats[par, 1, 0] + hw.stats[par, first, 2]
+            learns = weight > 0.0  # else every row weighs 0: nothing to learn, and 1 / weight would be infinite
+            if learns and not (bad == 0.0 and abs(data_loss) < np.inf):  # both halves see it alike
+                status = EPOCH_DIVERGED
+                break
+            for i in range(last, -1, -1):  # backward
+                width_in, width = sizes[i], sizes[i + 1]
+                row = _is_row(i, last)
+                pp = (arrivals + 1) % 2
+                for h in range(first, stop):  # the gradient of this half's parameters, and its share of D_prev
+                    if row:  # the delta is whole: this half's rows of W
+                        lo, hi = _half(cut, sizes, i, h)
+                        D = _block(hw.deltas[h], hw.act_off[i], nb, width)
+                        A = _block(hw.x[h] if i == 0 else hw.acts[h], 0 if i == 0 else hw.act_off[i - 1], nb, hi - lo)
+                        W_h, prev = _block(hw.w[h], pack[h, i, 0], hi - lo, width), hw.deltas[h]
+                        gemm(A, D, _block(hw.g[h], pack[h, i, 0], hi - lo, width), 1, 0)
+                    else:  # the delta is this half's columns: this half's columns of W; D_prev is a partial sum
+                        lo, hi = _half(cut, sizes, i + 1, h)
+                        D = _block(hw.deltas[h], hw.act_off[i], nb, hi - lo)
+                        A = (_block(hw.x[h], 0, nb, n_in) if i == 0
+                             else _block(hw.acts[h], hw.act_off[i - 1], nb, width_in))
+                        W_h, prev = _block(hw.w[h], pack[h, i, 0], width_in, hi - lo), hw.partial[h, pp]
+                        gemm(A, D, _block(hw.g[h], pack[h, i, 0], width_in, hi - lo), 1, 0)
+                    if i > 0:
+                        gemm(D, W_h, _block(prev, hw.act_off[i - 1] if row else 0, nb, hi - lo if row else width_in),
+                             0, 1)
+                if i == 0:
                     continue
-                hw.stats[par, h, slot] += _output_rows(Z, b, hw.acts[h][hw.act_off[i]:hw.act_off[i] + nb * width])
-                db = hw.g[0][pack[0, i, 1]:pack[0, i, 1] + width] if h == 0 else hw.spare[h][:width]
-                loss_h, weight_h = _out_start(Z, _block(hw.y[h], 0, nb, n_out), hw.sw[h][:nb],
-                                              _block(hw.deltas[h], hw.act_off[i], nb, width), db, nb > 0)
-                if h == first:
-                    data_loss, weight = loss_h, weight_h
-        # The output layer's barrier has passed: every half's forward of this step is done, and so are
-        # the norms of the step before, which each half wrote before its first barrier of this step.
+                if not row:
+                    arrivals += 1
+                    if not meet(sync, n_workers, arrivals):
+                        status = EPOCH_ABORTED
+                        break
+                for h in range(first, stop):  # D_prev *= act'(A_prev), and its column sums: an intercept gradient
+                    if row:  # this half's columns of the column layer before, which it owns
+                        lo, hi = _half(cut, sizes, i, h)
+                        n, db = hi - lo, hw.g[h][pack[h, i - 1, 1]:pack[h, i - 1, 1] + hi - lo]
+                        D_prev = _block(hw.deltas[h], hw.act_off[i - 1], nb, n)
+                    else:  # the whole delta of the row layer before, whose intercept worker 0 owns
+                        n = width_in
+                        D_prev = _block(hw.deltas[h], hw.act_off[i - 1], nb, n)
+                        _add(_block(hw.partial[0, pp], 0, nb, n), _block(hw.partial[1, pp], 0, nb, n), D_prev)
+                        db = hw.g[0][pack[0, i - 1, 1]:pack[0, i - 1, 1] + n] if h == 0 else hw.spare[h][:n]
+                    _derive_rows(_block(hw.acts[h], hw.act_off[i - 1], nb, n), D_prev, db)
+            if status != EPOCH_DONE:
+                break
+            if learns:
+                t += 1
+                scale = dtype(1.0 / weight)
+                lr = _step_rate(params, hyper, t)
+                for h in range(first, stop):
+                    hw.stats[n_updates % 2, h, 1] = _update_runs(hw.runs[h], hw.w[h], hw.g[h], hw.state[h], scale,
+                                                                 lr, hyper, penalty.alpha)
+                pending, p_loss, p_weight, p_nb, p_par = True, data_loss, weight, nb, n_updates % 2
+                n_updates += 1
+        if status != EPOCH_DONE:  # the caller restores the backup (the halves' copies were not written back)
+            break
+        for h in range(first, stop):
+            _copy(hw.copies[h], params, state, hw.w[h], hw.state[h], False)
+        arrivals += 1  # every update is copied back: the last step's norms, and the check of the final state
+        if not meet(sync, n_workers, arrivals):
+            status = EPOCH_ABORTED
+            break
         if pending:
             norm = hw.stats[p_par, 0, 1] + hw.stats[p_par, 1, 1]
             total += _objective(p_loss, norm, p_weight, penalty.alpha, penalty.loss_scale) * p_nb
-            pending = False
-        bad = hw.stats[par, 0, 0] + hw.stats[par, 1, 0] + hw.stats[par, first, 2]
-        learns = weight > 0.0  # else every row weighs 0: nothing to learn, and 1 / weight would be infinite
-        if learns and not (bad == 0.0 and abs(data_loss) < np.inf):
-            return total, t, EPOCH_DIVERGED
-        for i in range(last, -1, -1):  # backward
-            width_in, width = sizes[i], sizes[i + 1]
-            row = _is_row(i, last)
-            pp = (arrivals + 1) % 2
-            for h in range(first, stop):  # the gradient of this half's parameters, and its share of D_prev
-                if row:  # the delta is whole: this half's rows of W
-                    lo, hi = _half(cut, sizes, i, h)
-                    D = _block(hw.deltas[h], hw.act_off[i], nb, width)
-                    A = _block(hw.x[h] if i == 0 else hw.acts[h], 0 if i == 0 else hw.act_off[i - 1], nb, hi - lo)
-                    W_h, prev = _block(hw.w[h], pack[h, i, 0], hi - lo, width), hw.deltas[h]
-                    gemm(A, D, _block(hw.g[h], pack[h, i, 0], hi - lo, width), 1, 0)
-                else:  # the delta is this half's columns: this half's columns of W; D_prev is a partial sum
-                    lo, hi = _half(cut, sizes, i + 1, h)
-                    D = _block(hw.deltas[h], hw.act_off[i], nb, hi - lo)
-                    A = _block(hw.x[h], 0, nb, n_in) if i == 0 else _block(hw.acts[h], hw.act_off[i - 1], nb, width_in)
-                    W_h, prev = _block(hw.w[h], pack[h, i, 0], width_in, hi - lo), hw.partial[h, pp]
-                    gemm(A, D, _block(hw.g[h], pack[h, i, 0], width_in, hi - lo), 1, 0)
-                if i > 0:
-                    gemm(D, W_h, _block(prev, hw.act_off[i - 1] if row else 0, nb, hi - lo if row else width_in), 0, 1)
-            if i == 0:
-                continue
-            if not row:
-                arrivals += 1
-                if not meet(sync, n_workers, arrivals):
-                    return total, t, EPOCH_ABORTED
-            for h in range(first, stop):  # D_prev *= act'(A_prev), and its column sums: an intercept gradient
-                if row:  # this half's columns of the column layer before, which it owns
-                    lo, hi = _half(cut, sizes, i, h)
-                    n, db = hi - lo, hw.g[h][pack[h, i - 1, 1]:pack[h, i - 1, 1] + hi - lo]
-                    D_prev = _block(hw.deltas[h], hw.act_off[i - 1], nb, n)
-                else:  # the whole delta of the row layer before, whose intercept worker 0 owns
-                    n = width_in
-                    D_prev = _block(hw.deltas[h], hw.act_off[i - 1], nb, n)
-                    _add(_block(hw.partial[0, pp], 0, nb, n), _block(hw.partial[1, pp], 0, nb, n), D_prev)
-                    db = hw.g[0][pack[0, i - 1, 1]:pack[0, i - 1, 1] + n] if h == 0 else hw.spare[h][:n]
-                _derive_rows(_block(hw.acts[h], hw.act_off[i - 1], nb, n), D_prev, db)
-        if learns:
-            t += 1
-            scale = dtype(1.0 / weight)
-            lr = _step_rate(params, hyper, t)
-            for h in range(first, stop):
-                n = pack[h, last + 1, 1]
-                g = hw.g[h][:n]
-                hw.stats[n_updates % 2, h, 1] = _update_span(hw.w[h][:n], g, g, False, hw.state[h], 0,
-                                                             pack[h, last + 1, 0], scale, lr, hyper, penalty.alpha)
-            pending, p_loss, p_weight, p_nb, p_par = True, data_loss, weight, nb, n_updates % 2
-            n_updates += 1
-    for h in range(first, stop):
-        _copy(hw.copies[h], params, state, hw.w[h], hw.state[h], False)
-    arrivals += 1  # every update is copied back: the last step's norms, and worker 0's check of the final state
-    if not meet(sync, n_workers, arrivals):
-        return total, t, EPOCH_ABORTED
-    if pending:
-        norm = hw.stats[p_par, 0, 1] + hw.stats[p_par, 1, 1]
-        total += _objective(p_loss, norm, p_weight, penalty.alpha, penalty.loss_scale) * p_nb
-    return total, t, EPOCH_DONE if worker != 0 or all_finite(params, state) else EPOCH_DIVERGED
+        if not all_finite(params, state):  # every worker: all of them stop alike
+            status = EPOCH_DIVERGED
+            break
+        t_done = t
+        completed, best, stale, patience_spent = epoch_ended(losses, w, completed, total / n_rows, best, stale, plan)
+        if patience_spent:
+            break
+    if w == 0:
+        report_epochs(sync, t_done, status, completed)
 
 
 @functools.cache
 def halves_epoch_for(hidden_code: int, out_code: int, solver: int):
     """The compiled :func:`_halves_epoch` for one kind of network and optimizer."""
     rk = row_kernels(hidden_code, out_code)
-    update_span, rate = updates(solver)
+    update = updates(solver)
     suffix = _suffix(hidden_code, out_code) + ("_adam" if solver == ADAM else "_sgd")
     return jit(specialize(_halves_epoch, suffix, _activate_rows=rk.activate_rows, _derive_rows=rk.derive_rows,
-                          _output_rows=rk.output_rows, _out_start=rk.out_start, _update_span=update_span,
-                          _step_rate=rate), nrt=False)
+                          _output_rows=rk.output_rows, _out_start=rk.out_start, _update_runs=update.runs,
+                          _step_rate=update.rate), nrt=False)

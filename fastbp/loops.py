@@ -21,7 +21,7 @@ from .kernels import ACTIVATE, DERIVATIVE, OUTPUT_INLINE, _exp_shifted
 
 # Set in each copy (row_kernels, updates): the network's activation codes and scalar functions, the solver.
 _HIDDEN, _OUT, _SOLVER = RELU, SOFTMAX, SGD
-_hidden_act = _hidden_derivative = _out_act = None
+_hidden_act = _hidden_derivative = _out_act = _update_span = None
 
 
 def _activate_rows_source(Z, b):
@@ -144,11 +144,52 @@ def _update_span_source(p, g0, g1, has_g1, state, lo, split, scale, lr, hyper, a
     return norm
 
 
+def _update_runs_source(runs, p, g, state, scale, lr, hyper, alpha):
+    """The optimizer step on the runs ``[offset, length, in norm, half]`` (rows of ``runs``) of ``p``; ``||W||^2``.
+
+    Each run is one :func:`_update_span_source` call, its norm (of the runs marked
+    "in norm": the coefficients) added to its half's sum, in the runs' order.  So
+    the norm is bitwise the same whether the runs lie in the whole parameter vector
+    (a one-chunk step, both halves' runs interleaved) or in a unit half's packed
+    copy of its own (:mod:`fastbp.halves`, one half's runs): a vectorized sum's
+    result depends on where each run starts and ends, not only on its elements.
+    """
+    norm_0 = norm_1 = 0.0
+    for r in range(runs.shape[0]):
+        lo, n = runs[r, 0], runs[r, 1]
+        span, grad = p[lo:lo + n], g[lo:lo + n]
+        norm = _update_span(span, grad, grad, False, state, lo, n if runs[r, 2] else 0, scale, lr, hyper, alpha)
+        if runs[r, 3] == 0:
+            norm_0 += norm
+        else:
+            norm_1 += norm
+    return norm_0 + norm_1
+
+
 def _step_rate_source(params, hyper, t):
     """The learning rate of optimizer step ``t`` (Adam's with its bias correction), in the parameters' dtype."""
     if _SOLVER == SGD:
         return params.dtype.type(hyper.lr)
     return params.dtype.type(hyper.lr * np.sqrt(1.0 - hyper.beta_2 ** t) / (1.0 - hyper.beta_1 ** t))
+
+
+@jit_inline
+def epoch_ended(losses, worker, completed, loss, best, stale, plan):
+    """After epoch ``completed`` of a call, of loss ``loss``: worker 0 records it, and every worker applies
+    run_epochs' stopping rule (scikit-learn's ``tol`` and ``n_iter_no_change``, without early stopping)
+    alike; ``(epochs completed, best loss, epochs without improvement, whether to stop)``."""
+    if worker == 0:
+        losses[completed] = loss
+    stale = stale + 1 if loss > best - plan.tol else 0
+    return completed + 1, (loss if loss < best else best), stale, stale > plan.patience
+
+
+@jit_inline
+def report_epochs(sync, t, status, completed):
+    """Worker 0's results of a call of epochs: ``t`` after the last completed epoch, the status, the epochs done."""
+    sync[3] = t
+    sync[4] = status
+    sync[5] = completed
 
 
 @jit_inline
@@ -256,8 +297,12 @@ def row_kernels(hidden_code: int, out_code: int) -> RowKernels:
                       OUTPUT_INLINE[out_code])
 
 
+Updates = namedtuple("Updates", "span runs rate")
+
+
 @functools.cache
-def updates(solver: int):
-    """``(update_span, step_rate)`` of one optimizer, to be inlined (see :func:`_update_span_source`)."""
+def updates(solver: int) -> Updates:
+    """One optimizer's update of a span and of runs, and its step rate, to be inlined (:func:`_update_span_source`)."""
     suffix = "_adam" if solver == ADAM else "_sgd"
-    return tuple(jit_inline(specialize(f, suffix, _SOLVER=solver)) for f in (_update_span_source, _step_rate_source))
+    span, rate = (jit_inline(specialize(f, suffix, _SOLVER=solver)) for f in (_update_span_source, _step_rate_source))
+    return Updates(span, jit_inline(specialize(_update_runs_source, suffix, _update_span=span)), rate)

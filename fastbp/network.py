@@ -28,7 +28,9 @@ MAX_PARTIAL_BYTES = 64 << 20
 # pass over the parameters (both cores reading all of them and two chunk gradients summed, or one core
 # doing it all) costs more than the halves' smaller, more numerous products and their exchange.
 # Measured on 2 cores (epoch time, halves / the alternative): digits at batch 32 with 128 hidden units
-# 1.00 (so left to one chunk: compiling the halves adds seconds to a first fit), 256 units 0.72, 512
+# 1.00 when the halves ran one epoch per call, 0.78 since they run several (left to one chunk by the
+# shapes all the same, as compiling the halves would add seconds to a first fit: a network of one
+# hidden layer trains in them once their code is ready, see halves_exact), 256 units 0.72, 512
 # units 0.60; batch 200 with 128 or 256 units 1.30 and 1.06 (row chunks stay); an MNIST-sized
 # 784-256-128-10 network at batch 128 0.85, at 256 0.85; 784-128-64-10 at 128 1.06.  On one thread
 # (n_threads=1) both halves run in turn: 0.96x to 1.25x the one-chunk epoch's time in these cases.
@@ -73,7 +75,13 @@ class Network:
         self.params = params
         self.coefs = [params[o:o + a * b].reshape(a, b) for o, a, b in zip(self.coef_off, fan_in, fan_out)]
         self.intercepts = [params[o:o + b] for o, b in zip(self.icpt_off, fan_out)]
-        self.layout = Layout(self.sizes, self.coef_off, self.icpt_off, self.n_coef)
+        hidden = self.layer_units[1:-1]
+        # One hidden layer as wide as unit halves take: a one-chunk step computes in their order, so that the
+        # schedule of such a network's batches (one chunk, or two halves) never changes its result.
+        self.halves_exact = len(hidden) == 1 and hidden[0] >= HALVES_MIN_UNITS
+        out_cut, runs = halves.one_chunk_order(self.sizes, self.coef_off, self.icpt_off, self.n_coef, self.n_params,
+                                               self.halves_exact)
+        self.layout = Layout(self.sizes, self.coef_off, self.icpt_off, self.n_coef, np.int64(out_cut), runs)
         self.kernels = kernels_for(self.hidden_code, self.out_code)
         self._workspaces = {}
 
@@ -137,8 +145,10 @@ class Network:
         acts, act_off = self._activation_buffer(-(-rows // chunks))
         acts = np.empty((chunks, acts.size), self.dtype)
         deltas = np.empty_like(acts) if backward else acts  # a forward pass never touches the deltas
+        n_out = int(self.sizes[-1])
         return Workspace(acts, deltas, act_off, np.empty((chunks, grad_size), self.dtype),
-                         np.empty(chunks), np.empty(chunks), np.empty(chunks, np.bool_), np.empty(chunks))
+                         np.empty(chunks), np.empty(chunks), np.empty(chunks, np.bool_), np.empty(chunks),
+                         np.zeros((chunks, (-(-rows // chunks) + 1) * n_out), self.dtype))
 
     def _activation_buffer(self, rows):
         """A flat buffer for every layer's output on ``rows`` rows, and each layer's offset in it."""

@@ -59,7 +59,9 @@ from collections import namedtuple
 
 import numpy as np
 from numba import config, prange
+from numba.core.compiler_lock import global_compiler_lock
 
+from . import _background
 from ._config import (
     ADAM,
     ALL_ACTIVATIONS,
@@ -75,10 +77,25 @@ from ._config import (
 )
 from ._intrinsics import block as _block
 from ._intrinsics import call_native, gemm, meet, roll_call, wide_vectors
-from .loops import all_finite, back_up, gather, order_is_valid, row_kernels, shuffle, updates
+from .loops import (
+    all_finite,
+    back_up,
+    epoch_ended,
+    gather,
+    order_is_valid,
+    report_epochs,
+    row_kernels,
+    shuffle,
+    updates,
+)
 
-Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef")
-Workspace = namedtuple("Workspace", "acts deltas act_off grads chunk_loss chunk_weight chunk_finite seg_norm")
+# ``out_cut`` and ``runs``: the order of unit halves' arithmetic (fastbp.halves), which a one-chunk step follows
+# for a network that may also train in them (``Network.halves_exact``), so that both give bitwise the same
+# result: the output layer's product cut at ``out_cut`` hidden units (0: whole), and the runs of parameters
+# ``[offset, length, in norm, half]`` whose update sums ``||W||^2`` (loops.update_runs).
+Layout = namedtuple("Layout", "sizes coef_off icpt_off n_coef out_cut runs")
+# ``partial``: per chunk, the output layer's second partial product, then zeros (an intercept already added).
+Workspace = namedtuple("Workspace", "acts deltas act_off grads chunk_loss chunk_weight chunk_finite seg_norm partial")
 Rows = namedtuple("Rows", "X data indices indptr Y sw")
 Batch = namedtuple("Batch", "x y sw")
 SGDHyper = namedtuple("SGDHyper", "lr momentum nesterov")
@@ -109,7 +126,7 @@ _objective = jit_inner(objective, nrt=False)
 # compiles only its own network's code.
 _CHUNKED = True
 _PASS_BY_ADDRESS = not config.DISABLE_JIT  # the epochs call the chunk pass through its address (see _train_epoch)
-_out_start = _chunk_pass = _step_segment = _update_span = _step_rate = None
+_out_start = _chunk_pass = _step_segment = _update_span = _update_runs = _step_rate = None
 _activate_rows = _derive_rows = _output_rows = None
 
 
@@ -152,9 +169,22 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
         bad += _activate_rows(Z, params[icpt_off[i]:icpt_off[i] + width])
         A = Z
     out = _block(acts, act_off[last], m, n_out)
-    gemm(A, _block(params, coef_off[last], sizes[last], n_out), out, 0, 0)
-    bad += _output_rows(out, params[icpt_off[last]:icpt_off[last] + n_out],
-                        acts[act_off[last]:act_off[last] + m * n_out])
+    b = params[icpt_off[last]:icpt_off[last] + n_out]
+    cut = layout.out_cut
+    if cut > 0:  # as unit halves add it: (A[:, :cut] @ W[:cut] + b) + A[:, cut:] @ W[cut:], then a zero intercept
+        gemm(A[:, :cut], _block(params, coef_off[last], cut, n_out), out, 0, 0)
+        for r in range(m):
+            for j in range(n_out):
+                out[r, j] += b[j]
+        second = _block(ws.partial[c], 0, m, n_out)
+        gemm(A[:, cut:], _block(params, coef_off[last] + cut * n_out, sizes[last] - cut, n_out), second, 0, 0)
+        for r in range(m):
+            for j in range(n_out):
+                out[r, j] = out[r, j] + second[r, j]
+        b = ws.partial[c][ws.partial.shape[1] - n_out:]
+    else:
+        gemm(A, _block(params, coef_off[last], sizes[last], n_out), out, 0, 0)
+    bad += _output_rows(out, b, acts[act_off[last]:act_off[last] + m * n_out])
     ws.chunk_finite[c] = bad == 0
     if not backward:
         return
@@ -174,14 +204,20 @@ def _chunk_pass_source(c, n_chunks, n, backward, batch, layout, ws, params):
         _derive_rows(A_prev, D_prev, grad[icpt_off[i - 1]:icpt_off[i - 1] + width])
 
 
-def _step_segment_source(s, n_seg, params, grads, state, n_coef, scale, hyper, t, alpha, seg_norm):
+def _step_segment_source(s, n_seg, params, grads, state, layout, scale, hyper, t, alpha, seg_norm):
     """The optimizer step (:func:`_update_span_source`) on segment ``s`` of ``n_seg`` of the coefficients.
 
     The last segment also takes the intercepts (no L2).  The raw gradient is the
     chunks' ``grads`` summed.  ``seg_norm[s]`` gets the segment's ``||W||^2`` before
     the step.  Each segment stays on one worker, and only it touches its slice of
-    the parameters, state and gradients.
+    the parameters, state and gradients.  A single segment (one chunk) updates the
+    runs ``layout.runs`` in turn (:func:`fastbp.loops.update_runs`).
     """
+    lr = _step_rate(params, hyper, t)
+    if not _CHUNKED or n_seg == 1:
+        seg_norm[0] = _update_runs(layout.runs, params, grads[0], state, scale, lr, hyper, alpha)
+        return
+    n_coef = layout.n_coef
     lo = n_coef * s // n_seg
     hi = params.size if s == n_seg - 1 else n_coef * (s + 1) // n_seg
     # Chunks 2, 3, ... are summed into chunk 0's raw gradient; chunk 1's is added as the step reads
@@ -195,7 +231,6 @@ def _step_segment_source(s, n_seg, params, grads, state, n_coef, scale, hyper, t
             for k in range(g0.size):
                 g0[k] += extra[k]
         g1, has_g1 = grads[1][lo:hi], True
-    lr = _step_rate(params, hyper, t)
     seg_norm[s] = _update_span(params[lo:hi], g0, g1, has_g1, state, lo, n_coef - lo, scale, lr, hyper, alpha)
 
 
@@ -304,8 +339,7 @@ def _train_epoch(worker, n_workers, sync, losses, rows, order, batch_size, layou
                 t += 1
                 scale = dtype(1.0 / weight)
                 for s in range(k * w // n_workers, k * (w + 1) // n_workers):  # one segment per chunk
-                    _step_segment(s, k, params, ws.grads, state, layout.n_coef, scale, hyper, t, penalty.alpha,
-                                  ws.seg_norm)
+                    _step_segment(s, k, params, ws.grads, state, layout, scale, hyper, t, penalty.alpha, ws.seg_norm)
             if _CHUNKED:
                 arrivals += 1
                 if not meet(sync, n_workers, arrivals):
@@ -320,19 +354,12 @@ def _train_epoch(worker, n_workers, sync, losses, rows, order, batch_size, layou
             status = EPOCH_DIVERGED
         if status != EPOCH_DONE:
             break
-        loss = total / n_rows
-        if w == 0:
-            losses[completed] = loss
-        completed += 1
         t_done = t
-        stale = stale + 1 if loss > best - plan.tol else 0  # run_epochs' rule, without early stopping
-        best = loss if loss < best else best
-        if stale > plan.patience:
+        completed, best, stale, patience_spent = epoch_ended(losses, w, completed, total / n_rows, best, stale, plan)
+        if patience_spent:
             break
     if w == 0:
-        sync[3] = t_done
-        sync[4] = status
-        sync[5] = completed
+        report_epochs(sync, t_done, status, completed)
 
 
 @functools.partial(jit_parallel, nrt=False)
@@ -434,6 +461,35 @@ def native_address(dispatcher, args) -> int:
     return address
 
 
+_READY = {}  # (dispatcher, _type_key of the arguments) -> (their Numba signature, _background.generation())
+
+
+def ready(dispatcher, args) -> bool:
+    """Whether ``dispatcher`` has machine code for ``args``' types without compiling it now: compiled in this
+    process, or found in Numba's on-disk cache and loaded (as ``Dispatcher.compile`` loads it).  The cache is
+    read once per process and kind of arguments, and again after each background compile of this process
+    (:mod:`fastbp._background`); another process's is found by the next process."""
+    if config.DISABLE_JIT:
+        return False  # nothing is compiled: plain Python functions
+    key, generation = (dispatcher, _type_key(args)), _background.generation()
+    signature, looked = _READY.get(key, (None, None))
+    if signature is None:
+        signature = tuple(dispatcher.typeof_pyval(a) for a in args)
+    if looked != generation and signature not in dispatcher.overloads:
+        _load_cached(dispatcher, signature)
+    _READY[key] = signature, generation
+    return signature in dispatcher.overloads
+
+
+def _load_cached(dispatcher, signature) -> None:
+    """Add ``dispatcher``'s code for ``signature`` from the on-disk cache when it is there; never compile."""
+    with global_compiler_lock:
+        compiled = dispatcher._cache.load_overload(signature, dispatcher.targetctx)
+        if compiled is not None:
+            dispatcher.targetctx.insert_user_function(compiled.entry_point, compiled.fndesc, [compiled.library])
+            dispatcher.add_overload(compiled)
+
+
 def _type_key(value):
     if isinstance(value, np.ndarray):
         flags = value.flags
@@ -489,9 +545,9 @@ def epoch_for(hidden_code: int, out_code: int, solver: int, chunked: bool = True
     on one worker, with no barriers.  Both inline their optimizer step (one library less to compile and link).
     """
     suffix = _suffix(hidden_code, out_code) + ("_adam" if solver == ADAM else "_sgd") + ("" if chunked else "_one")
-    update_span, rate = updates(solver)
-    step = jit_inline(specialize(_step_segment_source, suffix, _CHUNKED=chunked, _update_span=update_span,
-                                 _step_rate=rate))
+    update = updates(solver)
+    step = jit_inline(specialize(_step_segment_source, suffix, _CHUNKED=chunked, _update_span=update.span,
+                                 _update_runs=update.runs, _step_rate=update.rate))
     source = specialize(_train_epoch, suffix, _CHUNKED=chunked,
                         _chunk_pass=kernels_for(hidden_code, out_code).chunk_pass, _step_segment=step)
     return jit(source, nrt=False)

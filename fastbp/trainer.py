@@ -17,11 +17,14 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ._config import EPOCH_ABORTED, EPOCH_BAD_ORDER, EPOCH_DIVERGED, EPOCH_DONE
-from ._threads import chunked, epoch_threads, pool_failed, run_workers, workers
+from ._background import compile_later
+from ._config import ADAM, ALL_ACTIVATIONS, EPOCH_ABORTED, EPOCH_BAD_ORDER, EPOCH_DIVERGED
+from ._threads import epoch_threads, pool_failed, run_workers, workers
 from .halves import halves_epoch_for
-from .step import Batch, Penalty, Plan, Rows, _pool_epoch, chunk_pass_address, epoch_for, native_address
+from .step import Batch, Penalty, Plan, Rows, _pool_epoch, chunk_pass_address, epoch_for, native_address, ready
 
+_TASKS = {code: task for code, task in zip(map(ALL_ACTIVATIONS.index, ("softmax", "logistic", "identity", "exp")),
+                                            ("multiclass", "binary", "regression", "poisson"))}  # fastbp.warmup's
 ONE_EPOCH = Plan(1, 0, 0, 0, 0.0, 0.0, float("inf"), 0)  # Trainer.epoch: no shuffle, no stopping rule
 _PLAN_TYPES = (int, int, int, int, float, float, float, int)  # n_iter_no_change may be inf: a float
 
@@ -60,6 +63,9 @@ class Trainer:
                            np.empty(rows, network.dtype))
         self._backup = np.empty((1 + optimizer.state.shape[0], network.n_params), network.dtype)  # params, state
         self._parts, self._halves = network.parts(rows), network.splits_units(rows)  # what each epoch runs in
+        # Batches of one chunk that unit halves compute bitwise alike (Network.halves_exact): see _schedule.
+        self._halves_optional = not self._halves and self._parts == 1 and network.halves_exact
+        self._halves_wanted = False
         self._rows_of = self._rows = None
         self._address = None  # (key, address) of the last pool epoch (_native_address)
 
@@ -74,11 +80,6 @@ class Trainer:
             raise error
         return losses[0]
 
-    @property
-    def runs_several_epochs(self) -> bool:
-        """Whether :meth:`epochs` may run more than one epoch per call (not for unit halves)."""
-        return not self._halves
-
     def epochs(self, X, Y, sample_weight, order, plan):
         """Up to ``plan.epochs`` passes over the rows ``order`` in one call (:class:`fastbp.step.Plan`: shuffling
         ``order`` before each, stopping by scikit-learn's rule: see :func:`fastbp.step._train_epoch`).
@@ -92,9 +93,6 @@ class Trainer:
         net, opt = self.network, self.optimizer
         _check_epoch_inputs(net, X, Y, sample_weight, order)
         plan = Plan._make(kind(value) for kind, value in zip(_PLAN_TYPES, plan))  # one compiled signature
-        if plan.epochs > 1 and not self.runs_several_epochs:
-            raise ValueError(f"plan.epochs is {plan.epochs}, but this trainer splits the hidden units, which runs "
-                             "one epoch per call: pass plan.epochs=1 where runs_several_epochs is False")
         if self._rows_of is not X:  # convert a sparse matrix's indices once per fit, not per epoch
             self._rows_of, self._rows = X, _rows(X, Y, sample_weight, net.dtype)
         rows = self._rows
@@ -123,27 +121,20 @@ class Trainer:
         threads as allowed; ``t`` as of the last completed epoch; ``interrupt``: None, or the Ctrl-C raised
         as the call returned (row chunks leave their results in ``sync``, so those are still known).
 
-        Chunks run as one ``prange`` call on Numba's pool where it can run the workers side by side
+        The workers (of row chunks or of unit halves alike) run as one ``prange`` call on Numba's pool where it
+        can run them side by side
         (:func:`fastbp._threads.epoch_threads`), else on :func:`fastbp._threads.run_workers`' threads; a
         pool that did not start them all at once (the roll call gave up, having touched only scratch
         space) is not used again, and the epochs run again on those threads.
         """
         net, opt = self.network, self.optimizer
         kind = (net.hidden_code, net.out_code, opt.solver)
-        inputs = (rows, order, self.batch_size, net.layout)
         training = (net.params, opt.state, self._backup, opt.hyper(net.dtype), self.penalty, opt.t)
-        if self._halves:
-            with chunked(self._parts) as threads:
-                total, t, status = run_workers(halves_epoch_for(*kind), threads,
-                                               (*inputs, net.halves(self.batch_size, opt.state.shape[0]), *training))
-            done = status == EPOCH_DONE
-            return ([total / order.size] if done else []), (t if done else opt.t), status, None
         sync, losses = np.zeros(6, np.int64), np.empty(plan.epochs)
         sync[3] = opt.t  # what the results below say if a Ctrl-C comes before the epochs start: nothing done
-        ws = net.workspace(self.batch_size)
-        args = (losses, *inputs, ws, self.batch, *training, plan, self._chunk_pass_address(ws))
-        epoch = epoch_for(*kind, self._parts > 1)
-        threads, pool = epoch_threads(self._parts)
+        start = (losses, rows, order, self.batch_size, net.layout)
+        training = (self.batch, *training, plan)
+        epoch, args, threads, pool = self._schedule(kind, sync, start, training)
         interrupt = None
         try:
             with workers(threads, pool):
@@ -153,10 +144,41 @@ class Trainer:
                     run_workers(epoch, threads, args, sync)  # raises a Ctrl-C once every worker is done
         except KeyboardInterrupt as exc:  # the compiled epochs ran to their end, or did not start
             interrupt = exc
+        if self._halves_wanted:
+            self._halves_wanted = False
+            compile_later(net.dtype.name, ALL_ACTIVATIONS[net.hidden_code], _TASKS[net.out_code],
+                          "adam" if opt.solver == ADAM else "sgd")
         if pool and sync[4] == EPOCH_ABORTED and interrupt is None:
             pool_failed()
             return self._run(rows, order, plan)
         return list(losses[:sync[5]]), int(sync[3]), int(sync[4]), interrupt
+
+    def _schedule(self, kind, sync, start, training):
+        """``(epoch, args, threads, on_pool)``: the compiled epoch to run now, its arguments after ``(worker,
+        n_workers, sync)``, and its workers.
+
+        Unit halves where the shapes choose them (``Network.splits_units``, on any number of threads).  A
+        batch of one chunk of a network that they compute bitwise alike (``Network.halves_exact``) trains in
+        them too when two threads are free and their code is ready, compiled in this process or on disk
+        (:func:`fastbp.step.ready`: never compiled for it, so a first fit compiles only the one-chunk
+        epoch; then :mod:`fastbp._background` compiles them, as ``fastbp warmup`` does); else in one chunk,
+        with the same result.
+        """
+        net = self.network
+        if self._halves or self._halves_optional:
+            # the same arguments, the halves' buffers in place of the workspace (no chunk pass)
+            args = (*start, net.halves(self.batch_size, self.optimizer.state.shape[0]), *training, 0)
+            epoch = halves_epoch_for(*kind)
+            if self._halves:
+                return (epoch, args, *epoch_threads(2))
+            threads, pool = epoch_threads(2)
+            if threads == 2:
+                if ready(epoch, (-1, threads, sync, *args)):
+                    return epoch, args, threads, pool and ready(_pool_epoch, (0, threads, sync, *args))
+                self._halves_wanted = True  # compiled in the background once this call's epochs are done
+        ws = net.workspace(self.batch_size)
+        args = (*start, ws, *training, self._chunk_pass_address(ws))
+        return (epoch_for(*kind, self._parts > 1), args, *epoch_threads(self._parts))
 
     def _chunk_pass_address(self, ws):
         """The native entry point of this network's chunk pass as the epochs call it (0 without the JIT)."""
@@ -170,7 +192,8 @@ class Trainer:
         with the same flags have the same types (everything else is the trainer's own).
         """
         rows, order = args[1], args[2]
-        key = (rows, order, *(a.flags.writeable for a in (rows.X, rows.Y, rows.sw, order)), order.flags.c_contiguous)
+        key = (epoch, rows, order, *(a.flags.writeable for a in (rows.X, rows.Y, rows.sw, order)),
+               order.flags.c_contiguous)
         if self._address is None or any(a is not b for a, b in zip(key, self._address[0])):
             self._address = key, native_address(epoch, (-1, n_workers, sync, *args))
         return self._address[1]
@@ -239,8 +262,8 @@ CALL_SECONDS = 0.05  # how long one call of several epochs may run (run_epochs)
 
 def _several_epochs(trainer) -> bool:
     """Whether runs of epochs may go in one call: the compiled epoch applies only the stopping rule of a constant
-    learning rate (SGD's ``invscaling`` and ``adaptive`` change it between epochs), and not to unit halves."""
-    return trainer.runs_several_epochs and getattr(trainer.optimizer, "lr_schedule", "constant") == "constant"
+    learning rate (SGD's ``invscaling`` and ``adaptive`` change it between epochs)."""
+    return getattr(trainer.optimizer, "lr_schedule", "constant") == "constant"
 
 
 def _draws(rng):

@@ -121,15 +121,15 @@ def test_a_trainer_checks_the_plan():
     assert error is None and len(losses) == 3 and all(np.isfinite(losses))
 
 
-def test_a_trainer_on_unit_halves_refuses_several_epochs_a_call():
+def test_a_trainer_on_unit_halves_runs_several_epochs_a_call():
     model = MLPClassifier((128,), max_iter=1, batch_size=2, random_state=0).fit(X[:20], Y_CLASS[:20])
     net = model._network
     trainer = trainer_module.Trainer(net, model._optimizer, 2, 0.0)  # 1.6k parameters >= 512 per row: halves
-    assert not trainer.runs_several_epochs
+    assert trainer._halves
     Y = model._encode_labels(Y_CLASS[:20], net.dtype)
-    with pytest.raises(ValueError, match="runs one epoch per call"):
-        trainer.epochs(X[:20], Y, np.ones(20, net.dtype), np.arange(20, dtype=np.int64),
-                       Plan(3, 0, 0, 0, 0.0, 10.0, float("inf"), 0))
+    losses, error = trainer.epochs(X[:20], Y, np.ones(20, net.dtype), np.arange(20, dtype=np.int64),
+                                   Plan(3, 0, 0, 0, 0.0, 10.0, float("inf"), 0))
+    assert error is None and len(losses) == 3 and all(np.isfinite(losses))
 
 
 @pytest.mark.skipif(NO_JIT, reason="the compiled shuffle needs the JIT")

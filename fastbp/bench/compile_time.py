@@ -6,6 +6,7 @@ so that nothing compiled before this benchmark is found, and importing the
 same fastbp as this process.
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -48,11 +49,24 @@ SOLVER_FITS = {
 
 
 def _run(args, cache):
-    """``(seconds start to exit, completed process)`` of ``python args...`` with NUMBA_CACHE_DIR=cache."""
+    """``(seconds start to exit, completed process)`` of ``python args...`` with NUMBA_CACHE_DIR=cache, once the
+    background compiles it started (:mod:`fastbp._background`) have finished too, as they would for a user
+    before the next process (and so that they take no core from the next measurement)."""
     started = time.perf_counter()
     done = subprocess.run([sys.executable, *args], env=child_env(NUMBA_CACHE_DIR=cache), capture_output=True,
                           text=True, check=False)  # the caller reads the exit status
-    return time.perf_counter() - started, done
+    seconds = time.perf_counter() - started
+    _settle(cache)
+    return seconds, done
+
+
+def _settle(cache, timeout=300.0):
+    """Wait until no background compile holds a lock in the cache folder ``cache``."""
+    deadline = time.monotonic() + timeout
+    while glob.glob(os.path.join(cache, "**", "fastbp-compiling-*.lock"), recursive=True):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"a background compile in {cache} took over {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 def _checked(seconds_and_done, what):

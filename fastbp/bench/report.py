@@ -77,6 +77,11 @@ def training_section(comp, peak_at=None, note="", title=None) -> str:
                      f"{gflops:.1f}", share, "-" if acc is None else f"{acc:.4f}", f"{comp.first_call[peer]:.2f}"))
     rows += [(peer, why, "", "", "", "", "", "") for peer, why in comp.missing.items()]
     how = {c.how for c in comp.threads.values()}
+    waited = comp.extra.get("background compile s", 0.0)
+    if waited >= 0.05:
+        note += (f"fastbp's first call started the compile of its two-core schedule in another process "
+                 f"(`fastbp._background`, as for any user's first fit); the rounds began when it had finished, "
+                 f"{waited:.1f} s later (later processes load that code from the cache). ")
     return (f"## {title or comp.name}\n\n{note}Threads: each peer's faster of {' and '.join(map(str, THREAD_COUNTS))} "
             f"({'; '.join(sorted(how))}; ms per epoch). % of peak: of the GEMM peak at the peer's thread count.\n\n"
             + table(("peer", "threads", "ms/epoch median (min–max)", "time / fastbp's", "GFLOP/s", "% of peak",
