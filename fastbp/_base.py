@@ -144,7 +144,7 @@ class _BaseMLP(BaseEstimator):
             self._initialize(layer_units, X.dtype, seed)
         else:
             self._check_resumable(layer_units, X.dtype)
-        with limit_threads(self.n_threads), fit_scope(self._network.parts(self._batch_rows(X.shape[0]))):
+        with limit_threads(self.n_threads), fit_scope(self._network.side_by_side(self._batch_rows(X.shape[0]))):
             if self.solver == "lbfgs":
                 self._fit_lbfgs(X, Y, sample_weight)
             else:

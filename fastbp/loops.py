@@ -154,6 +154,16 @@ def _update_runs_source(runs, p, g, state, scale, lr, hyper, alpha):
     copy of its own (:mod:`fastbp.halves`, one half's runs): a vectorized sum's
     result depends on where each run starts and ends, not only on its elements.
     """
+    if alpha == 0:  # no L2 term: each element's step is the same formula in any span, and no norm is asked for
+        r = 0
+        while r < runs.shape[0]:  # each stretch of adjacent runs as one span: fewer, longer vectorized loops
+            lo = hi = runs[r, 0]
+            while r < runs.shape[0] and runs[r, 0] == hi:
+                hi += runs[r, 1]
+                r += 1
+            span, grad = p[lo:hi], g[lo:hi]
+            _update_span(span, grad, grad, False, state, lo, 0, scale, lr, hyper, alpha)
+        return 0.0
     norm_0 = norm_1 = 0.0
     for r in range(runs.shape[0]):
         lo, n = runs[r, 0], runs[r, 1]
@@ -201,10 +211,14 @@ def gather(rows, order, start, r_lo, r_hi, col_lo, col_hi, x, y, sw):
     """
     width, n_out, zero = col_hi - col_lo, rows.Y.shape[1], x.dtype.type(0)
     sparse = rows.indptr.size > 0
+    Y = rows.Y
+    # Element loops: slice assignment costs more than these short rows.  The buffers are written by flat
+    # index and Y read by (row, column): a view per row and array, as before, made a 32-row gather of
+    # digits 1.5x slower.
     for r in range(r_lo, r_hi):
         src = order[start + r]
-        row = x[r * width:(r + 1) * width]
         if sparse:
+            row = x[r * width:(r + 1) * width]
             for j in range(width):
                 row[j] = zero
             for e in range(rows.indptr[src], rows.indptr[src + 1]):
@@ -213,14 +227,12 @@ def gather(rows, order, start, r_lo, r_hi, col_lo, col_hi, x, y, sw):
                     row[col - col_lo] = rows.data[e]
         else:
             # The row's columns as one view, indexed from 0: ``X[src, col_lo + j]`` wraps a negative index
-            # around in each element, which LLVM vectorized as gathers.  (Element loops: slice assignment
-            # costs more than these short rows.)
+            # around in each element, which LLVM vectorized as gathers.
             source = rows.X[src, col_lo:col_hi]
             for j in range(width):
-                row[j] = source[j]
-        target, y_row = rows.Y[src], y[r * n_out:(r + 1) * n_out]
+                x[r * width + j] = source[j]
         for j in range(n_out):
-            y_row[j] = target[j]
+            y[r * n_out + j] = Y[src, j]
         sw[r] = rows.sw[src]
 
 

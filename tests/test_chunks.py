@@ -220,7 +220,7 @@ seen = []
 def during(info):
     seen.append((tasks(), sorted(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")))
 X = np.random.default_rng(1).standard_normal((700, 12)); y = (X[:, 0] > 0).astype(int)
-MLPClassifier((16,), batch_size=200, max_iter=2, callbacks=[during]).fit(X, y)
+MLPClassifier(HIDDEN, batch_size=BATCH, max_iter=2, callbacks=[during]).fit(X, y)
 counts = sorted(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
 print(bool(before), all(not (before & t) for t, _ in seen), all(set(c) == {1} for _, c in seen), counts == sorted(
     p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"))
@@ -244,9 +244,12 @@ def _child_prints(script):
 
 
 @_NEEDS_BLAS_THREADS
-def test_chunked_fit_stops_idle_blas_threads_and_restores_them():
-    """The BLAS threads that spun before a chunked fit are gone while it trains, and BLAS runs on one thread."""
-    assert _child_prints(_IDLE_POOLS_CHILD) == ["True"] * 4
+@pytest.mark.parametrize("hidden,batch", [((16,), 200), ((128,), 32)])  # row chunks; one chunk that halves may run
+def test_chunked_fit_stops_idle_blas_threads_and_restores_them(hidden, batch):
+    """The BLAS threads that spun before a chunked fit (or one whose batches may run in unit halves:
+    ``Network.side_by_side``) are gone while it trains, and BLAS runs on one thread."""
+    script = _IDLE_POOLS_CHILD.replace("HIDDEN", repr(hidden)).replace("BATCH", str(batch))
+    assert _child_prints(script) == ["True"] * 4
 
 
 _STOPPED_POOLS_CHILD = """

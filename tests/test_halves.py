@@ -97,9 +97,9 @@ BITWISE_CASES = [
 
 
 @pytest.mark.parametrize("estimator,settings,classes,dtype", BITWISE_CASES)
-@pytest.mark.parametrize("hidden", [17, 33])  # halves of 8 and 9 units, of 16 and 17
+@pytest.mark.parametrize("hidden,alpha", [(17, 0.01), (33, 0.01), (33, 0.0)])  # halves of 8 and 9, 16 and 17 units;
 def test_one_chunk_trains_bitwise_what_unit_halves_train(monkeypatch, halves_when_ready, estimator, settings,
-                                                         classes, dtype, hidden):
+                                                         classes, dtype, hidden, alpha):  # alpha 0: no norm is summed
     """So a batch of one chunk may run in either: the result never says which (see Trainer._schedule)."""
     Xd = X.astype(dtype)
     if classes:
@@ -109,7 +109,7 @@ def test_one_chunk_trains_bitwise_what_unit_halves_train(monkeypatch, halves_whe
         weights = RNG.uniform(0.5, 2.0, X.shape[0]) if settings["solver"] == "adam" else None
 
     def fit(n_threads):
-        model = estimator(hidden_layer_sizes=(hidden,), batch_size=25, max_iter=3, alpha=0.01,
+        model = estimator(hidden_layer_sizes=(hidden,), batch_size=25, max_iter=3, alpha=alpha,
                           learning_rate_init=0.01, random_state=0, n_threads=n_threads, **settings)
         return model.fit(Xd, y, sample_weight=weights)
 
@@ -292,6 +292,8 @@ def test_halves_are_chosen_by_shapes():
     assert mnist.splits_units(128) and mnist.parts(128) == 2
     digits = Network((64, 128, 10), "relu", "softmax", np.float32)
     assert not digits.splits_units(32) and digits.parts(32) == 1
+    assert digits.side_by_side(32) == 2 and mnist.side_by_side(128) == 2  # digits' batches may run in halves
+    assert Network((64, 100, 10), "relu", "softmax", np.float32).side_by_side(32) == 1  # never in halves
     assert not Network((64, 100, 10), "relu", "softmax", np.float32).splits_units(200)
     assert Network((64, 512, 10), "relu", "softmax", np.float32).splits_units(32)
     assert not Network((64, 10), "relu", "softmax", np.float32).splits_units(1)  # no hidden layer

@@ -189,6 +189,8 @@ def test_trajectory_matches_sklearn_from_the_same_weights(task, solver):
     ("multiclass", "sgd", dict(partial=True, momentum=0.0)),  # momentum 0: the optimizers' states do not matter
     ("multilabel", "sgd", dict(partial=True, momentum=0.0)),
     ("multioutput", "sgd", dict(partial=True, momentum=0.0, weighted=True)),
+    ("multiclass", "sgd", dict(alpha=0.0)),  # no L2 term: the update runs as whole spans (loops.update_runs)
+    ("regression", "adam", dict(alpha=0.0, weighted=True)),
 ])
 def test_trajectory_matches_sklearn_with_options(task, solver, options):
     sk, fb = _twins(task, solver, **options)
