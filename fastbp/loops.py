@@ -154,22 +154,19 @@ def _update_runs_source(runs, p, g, state, scale, lr, hyper, alpha):
     copy of its own (:mod:`fastbp.halves`, one half's runs): a vectorized sum's
     result depends on where each run starts and ends, not only on its elements.
     """
-    if alpha == 0:  # no L2 term: each element's step is the same formula in any span, and no norm is asked for
-        r = 0
-        while r < runs.shape[0]:  # each stretch of adjacent runs as one span: fewer, longer vectorized loops
-            lo = hi = runs[r, 0]
-            while r < runs.shape[0] and runs[r, 0] == hi:
-                hi += runs[r, 1]
-                r += 1
-            span, grad = p[lo:hi], g[lo:hi]
-            _update_span(span, grad, grad, False, state, lo, 0, scale, lr, hyper, alpha)
-        return 0.0
     norm_0 = norm_1 = 0.0
-    for r in range(runs.shape[0]):
-        lo, n = runs[r, 0], runs[r, 1]
+    r = 0
+    while r < runs.shape[0]:
+        lo, n, in_norm, half = runs[r, 0], runs[r, 1], runs[r, 2], runs[r, 3]
+        r += 1
+        if alpha == 0:  # no L2 term: each element's step is the same in any span, and no norm is asked for,
+            while r < runs.shape[0] and runs[r, 0] == lo + n:  # so adjacent runs go as one: fewer, longer loops
+                n += runs[r, 1]
+                r += 1
+            in_norm = 0
         span, grad = p[lo:lo + n], g[lo:lo + n]
-        norm = _update_span(span, grad, grad, False, state, lo, n if runs[r, 2] else 0, scale, lr, hyper, alpha)
-        if runs[r, 3] == 0:
+        norm = _update_span(span, grad, grad, False, state, lo, n if in_norm else 0, scale, lr, hyper, alpha)
+        if half == 0:
             norm_0 += norm
         else:
             norm_1 += norm
