@@ -442,15 +442,15 @@ _ADDRESSES = {}  # native entry points by (dispatcher, the arguments' type key):
 _PASS_ADDRESSES = {}  # chunk passes' entry points by (dispatcher, the batch's dtypes and flags): chunk_pass_address
 
 
-def native_address(dispatcher, args) -> int:
+def native_address(dispatcher, args, type_key=None) -> int:
     """The native entry point of the compiled ``dispatcher`` (an epoch, a chunk pass) for ``args``' types.
 
     Compiled, or loaded from the cache, if need be.  Numba's own typing of the arguments (``typeof``)
     takes about 0.4 ms for an epoch's bundles, so it runs once per process and kind of arguments: the
     key that finds it again is what decides an array's Numba type (dtype, dimensions, layout,
-    writeability, alignment), read off each argument.
+    writeability, alignment), read off each argument; ``type_key``: ``_type_key(args)``, when the caller has it.
     """
-    key = (dispatcher, _type_key(args))
+    key = (dispatcher, _type_key(args) if type_key is None else type_key)
     address = _ADDRESSES.get(key)
     if address is None:
         signature = tuple(dispatcher.typeof_pyval(a) for a in args)
@@ -461,24 +461,28 @@ def native_address(dispatcher, args) -> int:
     return address
 
 
-_READY = {}  # (dispatcher, _type_key of the arguments) -> (their Numba signature, _background.generation())
+_READY = {}  # (dispatcher, _type_key of the arguments) -> (their Numba signature, _background.generation() or True)
 
 
-def ready(dispatcher, args) -> bool:
+def ready(dispatcher, args, type_key=None) -> bool:
     """Whether ``dispatcher`` has machine code for ``args``' types without compiling it now: compiled in this
     process, or found in Numba's on-disk cache and loaded (as ``Dispatcher.compile`` loads it).  The cache is
     read once per process and kind of arguments, and again after each background compile of this process
-    (:mod:`fastbp._background`); another process's is found by the next process."""
+    (:mod:`fastbp._background`); another process's is found by the next process.  ``type_key``: as for
+    :func:`native_address`."""
     if config.DISABLE_JIT:
         return False  # nothing is compiled: plain Python functions
-    key, generation = (dispatcher, _type_key(args)), _background.generation()
+    key, generation = (dispatcher, _type_key(args) if type_key is None else type_key), _background.generation()
     signature, looked = _READY.get(key, (None, None))
+    if looked is True:
+        return True  # machine code once found stays: no lookup of the signature (hashing it takes 20 us)
     if signature is None:
         signature = tuple(dispatcher.typeof_pyval(a) for a in args)
     if looked != generation and signature not in dispatcher.overloads:
         _load_cached(dispatcher, signature)
-    _READY[key] = signature, generation
-    return signature in dispatcher.overloads
+    found = signature in dispatcher.overloads
+    _READY[key] = signature, True if found else generation
+    return found
 
 
 def _load_cached(dispatcher, signature) -> None:
@@ -491,11 +495,13 @@ def _load_cached(dispatcher, signature) -> None:
 
 
 def _type_key(value):
+    """What decides ``value``'s Numba type, nested as its tuples are: an array's dtype, dimensions and flags
+    (``flags.num``: contiguity, alignment and writeability, and some that do not matter, such as owning its
+    data: a key finer than the type is only looked up again), else the type."""
     if isinstance(value, np.ndarray):
-        flags = value.flags
-        return value.dtype.str, value.ndim, flags.c_contiguous, flags.f_contiguous, flags.writeable, flags.aligned
+        return value.dtype, value.ndim, value.flags.num
     if isinstance(value, tuple):
-        return type(value), *(_type_key(v) for v in value)
+        return type(value), *map(_type_key, value)
     return type(value)
 
 

@@ -21,7 +21,18 @@ from ._background import compile_later
 from ._config import ADAM, ALL_ACTIVATIONS, EPOCH_ABORTED, EPOCH_BAD_ORDER, EPOCH_DIVERGED
 from ._threads import epoch_threads, pool_failed, run_workers, workers
 from .halves import halves_epoch_for
-from .step import Batch, Penalty, Plan, Rows, _pool_epoch, chunk_pass_address, epoch_for, native_address, ready
+from .step import (
+    Batch,
+    Penalty,
+    Plan,
+    Rows,
+    _pool_epoch,
+    _type_key,
+    chunk_pass_address,
+    epoch_for,
+    native_address,
+    ready,
+)
 
 _TASKS = {code: task for code, task in zip(map(ALL_ACTIVATIONS.index, ("softmax", "logistic", "identity", "exp")),
                                             ("multiclass", "binary", "regression", "poisson"))}  # fastbp.warmup's
@@ -68,6 +79,7 @@ class Trainer:
         self._halves_wanted = False
         self._rows_of = self._rows = None
         self._address = None  # (key, address) of the last pool epoch (_native_address)
+        self._args_key = None  # _type_key of the epoch arguments _schedule last chose, where it computed one
 
     def epoch(self, X, Y, sample_weight, order) -> float:
         """One pass over the rows ``order``; returns scikit-learn's epoch loss (mean of batch losses by rows).
@@ -165,6 +177,7 @@ class Trainer:
         with the same result.
         """
         net = self.network
+        self._args_key = None
         if self._halves or self._halves_optional:
             # the same arguments, the halves' buffers in place of the workspace (no chunk pass)
             args = (*start, net.halves(self.batch_size, self.optimizer.state.shape[0]), *training, 0)
@@ -173,8 +186,11 @@ class Trainer:
                 return (epoch, args, *epoch_threads(2))
             threads, pool = epoch_threads(2)
             if threads == 2:
-                if ready(epoch, (-1, threads, sync, *args)):
-                    return epoch, args, threads, pool and ready(_pool_epoch, (0, threads, sync, *args))
+                # One type key for the three lookups of these arguments (here and in _native_address): each
+                # takes ~10 us, a few percent of a partial_fit call's Python.
+                key = self._args_key = _type_key((-1, threads, sync, *args))
+                if ready(epoch, (-1, threads, sync, *args), key):
+                    return epoch, args, threads, pool and ready(_pool_epoch, (0, threads, sync, *args), key)
                 self._halves_wanted = True  # compiled in the background once this call's epochs are done
         ws = net.workspace(self.batch_size)
         args = (*start, ws, *training, self._chunk_pass_address(ws))
@@ -195,7 +211,7 @@ class Trainer:
         key = (epoch, rows, order, *(a.flags.writeable for a in (rows.X, rows.Y, rows.sw, order)),
                order.flags.c_contiguous)
         if self._address is None or any(a is not b for a, b in zip(key, self._address[0])):
-            self._address = key, native_address(epoch, (-1, n_workers, sync, *args))
+            self._address = key, native_address(epoch, (-1, n_workers, sync, *args), self._args_key)
         return self._address[1]
 
 

@@ -54,7 +54,7 @@ def halves_when_ready(monkeypatch):
     """Small networks of one hidden layer are computed in the halves' order (``Network.halves_exact``) and left
     to one chunk by the shapes: they train in halves when two threads are free (their code compiled as asked)."""
     monkeypatch.setattr(network_module, "HALVES_MIN_UNITS", 1)
-    monkeypatch.setattr(trainer_module, "ready", lambda dispatcher, args: not numba.config.DISABLE_JIT)
+    monkeypatch.setattr(trainer_module, "ready", lambda dispatcher, args, type_key=None: not numba.config.DISABLE_JIT)
     return _record_halves(monkeypatch)
 
 
@@ -142,7 +142,7 @@ def test_halves_wait_for_their_code_and_two_free_threads(monkeypatch):
     """Without code for the halves ready (nothing compiled or on disk), or with one thread, a batch stays one chunk."""
     monkeypatch.setattr(network_module, "HALVES_MIN_UNITS", 1)
     asked = []
-    monkeypatch.setattr(trainer_module, "ready", lambda dispatcher, args: asked.append(args[1]) or False)
+    monkeypatch.setattr(trainer_module, "ready", lambda dispatcher, args, type_key=None: asked.append(args[1]) or False)
     record = _record_halves(monkeypatch)
     MLPClassifier((20,), batch_size=30, max_iter=2, random_state=0).fit(X, Y_CLASS)
     assert record == []
