@@ -208,14 +208,10 @@ def gather(rows, order, start, r_lo, r_hi, col_lo, col_hi, x, y, sw):
     """
     width, n_out, zero = col_hi - col_lo, rows.Y.shape[1], x.dtype.type(0)
     sparse = rows.indptr.size > 0
-    Y = rows.Y
-    # Element loops: slice assignment costs more than these short rows.  The buffers are written by flat
-    # index and Y read by (row, column): a view per row and array, as before, made a 32-row gather of
-    # digits 1.5x slower.
     for r in range(r_lo, r_hi):
         src = order[start + r]
+        row = x[r * width:(r + 1) * width]
         if sparse:
-            row = x[r * width:(r + 1) * width]
             for j in range(width):
                 row[j] = zero
             for e in range(rows.indptr[src], rows.indptr[src + 1]):
@@ -224,12 +220,14 @@ def gather(rows, order, start, r_lo, r_hi, col_lo, col_hi, x, y, sw):
                     row[col - col_lo] = rows.data[e]
         else:
             # The row's columns as one view, indexed from 0: ``X[src, col_lo + j]`` wraps a negative index
-            # around in each element, which LLVM vectorized as gathers.
+            # around in each element, which LLVM vectorized as gathers.  (Element loops: slice assignment
+            # costs more than these short rows.)
             source = rows.X[src, col_lo:col_hi]
             for j in range(width):
-                x[r * width + j] = source[j]
+                row[j] = source[j]
+        target, y_row = rows.Y[src], y[r * n_out:(r + 1) * n_out]
         for j in range(n_out):
-            y[r * n_out + j] = Y[src, j]
+            y_row[j] = target[j]
         sw[r] = rows.sw[src]
 
 
