@@ -100,8 +100,13 @@ _is_row = jit_inline(is_row_layer)
 def _layout(sizes, coef_off, icpt_off, cut):
     """``(pack, copies)`` of :class:`Halves` for both halves: ``copies[h]`` rows ``[offset in params, offset in
     w[h], length, in norm]`` (coefficients, then intercepts), padded with empty runs.  Fresh arrays each call."""
-    pack, copies = _layout_of(*(tuple(int(v) for v in a) for a in (sizes, coef_off, icpt_off, cut)))
+    pack, copies = _layout_of(*_tuples(sizes, coef_off, icpt_off, cut))
     return pack.copy(), copies.copy()
+
+
+def _tuples(*arrays):
+    """Each array as a tuple of Python ints: the hashable key of the layouts kept below."""
+    return tuple(tuple(int(v) for v in a) for a in arrays)
 
 
 @functools.lru_cache(maxsize=32)
@@ -140,7 +145,7 @@ def one_chunk_order(sizes, coef_off, icpt_off, n_coef, n_params, as_halves):
     else no cut, and the coefficients and the intercepts as one run each."""
     if not as_halves:
         return 0, np.array([[0, n_coef, 1, 0], [n_coef, n_params - n_coef, 0, 0]], np.int64)
-    out_cut, runs = _one_chunk_runs(*(tuple(int(v) for v in a) for a in (sizes, coef_off, icpt_off)))
+    out_cut, runs = _one_chunk_runs(*_tuples(sizes, coef_off, icpt_off))
     return out_cut, runs.copy()
 
 

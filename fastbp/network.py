@@ -114,12 +114,15 @@ class Network:
         """How many parts of a batch of ``rows`` rows may train side by side: unit halves or row chunks."""
         return 2 if self.splits_units(rows) else self.chunk_count(rows)
 
+    def halves_optional(self, rows: int) -> bool:
+        """Whether batches of ``rows`` rows are one chunk by the shapes that unit halves compute alike
+        (:attr:`halves_exact`): they run in halves once that code is ready (see ``Trainer._schedule``)."""
+        return self.halves_exact and self.parts(rows) == 1
+
     def side_by_side(self, rows: int) -> int:
-        """How many threads batches of ``rows`` rows may train on: their :meth:`parts`, or 2 for batches of one
-        chunk of a network that unit halves compute alike (:attr:`halves_exact`: they run in halves once that
-        code is ready, see ``Trainer._schedule``), so that a fit quiets BLAS for them too (``fit_scope``)."""
-        parts = self.parts(rows)
-        return 2 if parts == 1 and self.halves_exact else parts
+        """How many threads batches of ``rows`` rows may train on: their :meth:`parts`, or 2 where
+        :meth:`halves_optional`, so that a fit quiets BLAS for those too (``fit_scope``)."""
+        return 2 if self.halves_optional(rows) else self.parts(rows)
 
     def halves(self, rows: int, state_rows: int):
         """The :class:`~fastbp.halves.Halves` buffers for batches of up to ``rows`` rows, allocated once and reused.

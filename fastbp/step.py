@@ -461,7 +461,7 @@ def native_address(dispatcher, args, type_key=None) -> int:
     return address
 
 
-_READY = {}  # (dispatcher, _type_key of the arguments) -> (their Numba signature, _background.generation() or True)
+_READY = {}  # (dispatcher, _type_key of the arguments) -> (their Numba signature, _background.generation(), found)
 
 
 def ready(dispatcher, args, type_key=None) -> bool:
@@ -473,15 +473,15 @@ def ready(dispatcher, args, type_key=None) -> bool:
     if config.DISABLE_JIT:
         return False  # nothing is compiled: plain Python functions
     key, generation = (dispatcher, _type_key(args) if type_key is None else type_key), _background.generation()
-    signature, looked = _READY.get(key, (None, None))
-    if looked is True:
+    signature, looked, found = _READY.get(key, (None, None, False))
+    if found:
         return True  # machine code once found stays: no lookup of the signature (hashing it takes 20 us)
     if signature is None:
         signature = tuple(dispatcher.typeof_pyval(a) for a in args)
     if looked != generation and signature not in dispatcher.overloads:
         _load_cached(dispatcher, signature)
     found = signature in dispatcher.overloads
-    _READY[key] = signature, True if found else generation
+    _READY[key] = signature, generation, found
     return found
 
 

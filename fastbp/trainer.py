@@ -75,11 +75,10 @@ class Trainer:
         self._backup = np.empty((1 + optimizer.state.shape[0], network.n_params), network.dtype)  # params, state
         self._parts, self._halves = network.parts(rows), network.splits_units(rows)  # what each epoch runs in
         # Batches of one chunk that unit halves compute bitwise alike (Network.halves_exact): see _schedule.
-        self._halves_optional = not self._halves and self._parts == 1 and network.halves_exact
+        self._halves_optional = network.halves_optional(rows)
         self._halves_wanted = False
         self._rows_of = self._rows = None
         self._address = None  # (key, address) of the last pool epoch (_native_address)
-        self._args_key = None  # _type_key of the epoch arguments _schedule last chose, where it computed one
 
     def epoch(self, X, Y, sample_weight, order) -> float:
         """One pass over the rows ``order``; returns scikit-learn's epoch loss (mean of batch losses by rows).
@@ -146,12 +145,12 @@ class Trainer:
         sync[3] = opt.t  # what the results below say if a Ctrl-C comes before the epochs start: nothing done
         start = (losses, rows, order, self.batch_size, net.layout)
         training = (self.batch, *training, plan)
-        epoch, args, threads, pool = self._schedule(kind, sync, start, training)
+        epoch, args, threads, pool, type_key = self._schedule(kind, sync, start, training)
         interrupt = None
         try:
             with workers(threads, pool):
                 if pool:
-                    _pool_epoch(self._native_address(epoch, threads, sync, args), threads, sync, *args)
+                    _pool_epoch(self._native_address(epoch, threads, sync, args, type_key), threads, sync, *args)
                 else:
                     run_workers(epoch, threads, args, sync)  # raises a Ctrl-C once every worker is done
         except KeyboardInterrupt as exc:  # the compiled epochs ran to their end, or did not start
@@ -166,8 +165,10 @@ class Trainer:
         return list(losses[:sync[5]]), int(sync[3]), int(sync[4]), interrupt
 
     def _schedule(self, kind, sync, start, training):
-        """``(epoch, args, threads, on_pool)``: the compiled epoch to run now, its arguments after ``(worker,
-        n_workers, sync)``, and its workers.
+        """``(epoch, args, threads, on_pool, type_key)``: the compiled epoch to run now, its arguments after
+        ``(worker, n_workers, sync)``, its workers, and ``_type_key`` of all its arguments where this computed it
+        (else None): one key for their three lookups here and in :meth:`_native_address` (each ~10 us, a few
+        percent of a ``partial_fit`` call's Python).
 
         Unit halves where the shapes choose them (``Network.splits_units``, on any number of threads).  A
         batch of one chunk of a network that they compute bitwise alike (``Network.halves_exact``) trains in
@@ -177,41 +178,39 @@ class Trainer:
         with the same result.
         """
         net = self.network
-        self._args_key = None
         if self._halves or self._halves_optional:
             # the same arguments, the halves' buffers in place of the workspace (no chunk pass)
             args = (*start, net.halves(self.batch_size, self.optimizer.state.shape[0]), *training, 0)
             epoch = halves_epoch_for(*kind)
             if self._halves:
-                return (epoch, args, *epoch_threads(2))
+                return (epoch, args, *epoch_threads(2), None)
             threads, pool = epoch_threads(2)
             if threads == 2:
-                # One type key for the three lookups of these arguments (here and in _native_address): each
-                # takes ~10 us, a few percent of a partial_fit call's Python.
-                key = self._args_key = _type_key((-1, threads, sync, *args))
+                key = _type_key((-1, threads, sync, *args))
                 if ready(epoch, (-1, threads, sync, *args), key):
-                    return epoch, args, threads, pool and ready(_pool_epoch, (0, threads, sync, *args), key)
+                    return epoch, args, threads, pool and ready(_pool_epoch, (0, threads, sync, *args), key), key
                 self._halves_wanted = True  # compiled in the background once this call's epochs are done
         ws = net.workspace(self.batch_size)
         args = (*start, ws, *training, self._chunk_pass_address(ws))
-        return (epoch_for(*kind, self._parts > 1), args, *epoch_threads(self._parts))
+        return (epoch_for(*kind, self._parts > 1), args, *epoch_threads(self._parts), None)
 
     def _chunk_pass_address(self, ws):
         """The native entry point of this network's chunk pass as the epochs call it (0 without the JIT)."""
         net = self.network
         return chunk_pass_address(net.kernels.chunk_pass, self.batch, net.layout, ws, net.params)
 
-    def _native_address(self, epoch, n_workers, sync, args):
+    def _native_address(self, epoch, n_workers, sync, args, type_key=None):
         """The native entry point of ``epoch`` for ``(worker, n_workers, sync, *args)`` (:func:`native_address`).
 
         Remembered for the arrays of this trainer's last epoch: the same ``rows`` and ``order`` objects
-        with the same flags have the same types (everything else is the trainer's own).
+        with the same flags have the same types (everything else is the trainer's own).  ``type_key``: as
+        :meth:`_schedule` returns it.
         """
         rows, order = args[1], args[2]
         key = (epoch, rows, order, *(a.flags.writeable for a in (rows.X, rows.Y, rows.sw, order)),
                order.flags.c_contiguous)
         if self._address is None or any(a is not b for a, b in zip(key, self._address[0])):
-            self._address = key, native_address(epoch, (-1, n_workers, sync, *args), self._args_key)
+            self._address = key, native_address(epoch, (-1, n_workers, sync, *args), type_key)
         return self._address[1]
 
 

@@ -292,6 +292,7 @@ def test_halves_are_chosen_by_shapes():
     assert mnist.splits_units(128) and mnist.parts(128) == 2
     digits = Network((64, 128, 10), "relu", "softmax", np.float32)
     assert not digits.splits_units(32) and digits.parts(32) == 1
+    assert digits.halves_optional(32) and not mnist.halves_optional(128)  # mnist: halves by the shapes
     assert digits.side_by_side(32) == 2 and mnist.side_by_side(128) == 2  # digits' batches may run in halves
     assert Network((64, 100, 10), "relu", "softmax", np.float32).side_by_side(32) == 1  # never in halves
     assert not Network((64, 100, 10), "relu", "softmax", np.float32).splits_units(200)
